@@ -1,0 +1,64 @@
+"""Datasets and data loaders.
+
+``DATASETS`` is the registry that ``--dataset_mode`` chooses from (argparse ``choices``). To add a dataset,
+write a ``torch.utils.data.Dataset`` in ``<name>_dataset.py`` whose constructor takes ``(opt, phase)``,
+whose items are dicts with at least ``comp``, ``real`` (3×H×W in [-1, 1]), ``mask`` (1×H×W in {0, 1}),
+``comp_path`` and ``index``, with an optional ``modify_commandline_options(parser, is_train)``, and
+register it here.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from .iharmony4_dataset import IHarmony4Dataset
+
+DATASETS: dict[str, type[Dataset]] = {'iharmony4': IHarmony4Dataset}
+
+
+def get_dataset_class(name: str) -> type[Dataset]:
+    """The dataset class registered as ``name``; ValueError listing the valid names otherwise."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f'dataset [{name}] is not known; choose one of {", ".join(sorted(DATASETS))}') from None
+
+
+def get_option_setter(name: str) -> Callable[[argparse.ArgumentParser, bool], argparse.ArgumentParser]:
+    cls = get_dataset_class(name)
+    return getattr(cls, 'modify_commandline_options', lambda parser, is_train: parser)
+
+
+def create_dataset(opt: argparse.Namespace, phase: str) -> Dataset:
+    """The dataset of ``--dataset_mode`` for ``phase`` ('train' or 'test')."""
+    return get_dataset_class(opt.dataset_mode)(opt, phase)
+
+
+def create_dataloader(opt: argparse.Namespace, dataset: Dataset, shuffle: bool, drop_last: bool = False,
+                      distributed: bool = False) -> DataLoader:
+    """A DataLoader over ``dataset`` with ``--batch_size`` and ``--num_threads`` workers.
+
+    Shuffles unless ``--serial_batches`` (or ``shuffle`` is False); under DDP a DistributedSampler gives
+    each process its own shard (call ``loader.sampler.set_epoch(epoch)`` every epoch). Pinned memory on GPUs.
+    """
+    shuffle = shuffle and not opt.serial_batches
+    sampler = None
+    if distributed:
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=opt.seed, drop_last=drop_last)
+        shuffle = False
+    generator = torch.Generator()
+    generator.manual_seed(opt.seed)
+    workers = max(0, int(opt.num_threads))
+    return DataLoader(dataset, batch_size=opt.batch_size, shuffle=shuffle, sampler=sampler,
+                      num_workers=workers, pin_memory=bool(opt.gpu_ids), drop_last=drop_last,
+                      generator=generator, persistent_workers=False)
+
+
+def dataset_size(opt: argparse.Namespace, n: int) -> int:
+    """``n`` capped by ``--max_dataset_size`` (which may be inf)."""
+    return n if math.isinf(opt.max_dataset_size) else min(n, int(opt.max_dataset_size))

@@ -1,0 +1,173 @@
+"""The model contract shared by every model: setup, optimization, saving, loading and scheduling."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from abc import ABC, abstractmethod
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+from torch.optim import lr_scheduler
+
+from .checkpoint import atomic_save, load_network, plain_state_dict
+
+logger = logging.getLogger(__name__)
+
+
+def select_device(gpu_ids: list[int]) -> torch.device:
+    """The device of ``--gpu_ids`` (already resolved): the first listed GPU, or the CPU when empty."""
+    if gpu_ids:
+        return torch.device('cuda', gpu_ids[0])
+    return torch.device('cpu')
+
+
+def get_scheduler(optimizer: torch.optim.Optimizer, opt: argparse.Namespace) -> Any:
+    """Learning rate scheduler of ``--lr_policy``, stepped once per epoch (the released semantics).
+
+    linear: constant for ``niter`` epochs, then linear to zero over ``niter_decay`` epochs; step: ×0.1
+    every ``lr_decay_iters`` epochs; plateau: ×0.2 when the metric stops improving; cosine: over ``niter``.
+    """
+    if opt.lr_policy == 'linear':
+        def lambda_rule(epoch: int) -> float:
+            return 1.0 - max(0, epoch + opt.epoch_count - opt.niter) / float(opt.niter_decay + 1)
+        return lr_scheduler.LambdaLR(optimizer, lr_lambda=lambda_rule)
+    if opt.lr_policy == 'step':
+        return lr_scheduler.StepLR(optimizer, step_size=opt.lr_decay_iters, gamma=0.1)
+    if opt.lr_policy == 'plateau':
+        return lr_scheduler.ReduceLROnPlateau(optimizer, mode='min', factor=0.2, threshold=0.01, patience=5)
+    if opt.lr_policy == 'cosine':
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=opt.niter, eta_min=0)
+    raise ValueError(f'learning rate policy [{opt.lr_policy}] is not known; choose linear, step, plateau, cosine')
+
+
+class BaseModel(ABC):
+    """Base class of models, the pix2pix contract.
+
+    A subclass builds its networks into ``self.nets`` (name → module), fills ``loss_names`` and
+    ``visual_names``, creates ``self.optimizers`` when training, and implements :meth:`set_input`,
+    :meth:`forward` and :meth:`optimize_parameters`. Optionally it overrides
+    :meth:`modify_commandline_options` to add options and change defaults.
+    """
+
+    def __init__(self, opt: argparse.Namespace) -> None:
+        self.opt = opt
+        self.is_train = opt.is_train
+        self.device = select_device(opt.gpu_ids)
+        self.save_dir = os.path.join(opt.checkpoints_dir, opt.name)
+        self.loss_names: list[str] = []
+        self.visual_names: list[str] = []
+        self.nets: dict[str, nn.Module] = {}
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.schedulers: list[Any] = []
+        self.image_paths: list[str] = []
+
+    @staticmethod
+    def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
+        """Add model-specific options and change defaults of existing ones."""
+        return parser
+
+    @abstractmethod
+    def set_input(self, batch: dict[str, Any]) -> None:
+        """Unpack a batch of the data loader and move it to the device."""
+
+    @abstractmethod
+    def forward(self) -> None:
+        """Run the forward pass of training."""
+
+    @abstractmethod
+    def optimize_parameters(self) -> None:
+        """Compute losses and gradients and update the weights: one training iteration."""
+
+    def test(self) -> None:
+        """Forward pass for evaluation, without gradients."""
+        with torch.inference_mode():
+            self.forward()
+
+    def setup(self) -> None:
+        """Create schedulers when training; load weights for testing or ``--continue_train``."""
+        opt = self.opt
+        if self.is_train:
+            self.schedulers = [get_scheduler(optimizer, opt) for optimizer in self.optimizers]
+        if not self.is_train or opt.continue_train:
+            self.load_networks(self.checkpoint_tag())
+        if opt.verbose:
+            self.print_networks()
+
+    def checkpoint_tag(self) -> str:
+        """The checkpoint prefix that ``--epoch`` / ``--load_iter`` select."""
+        return f'iter_{self.opt.load_iter}' if self.opt.load_iter > 0 else str(self.opt.epoch)
+
+    def eval(self) -> None:
+        for net in self.nets.values():
+            net.eval()
+
+    def train(self) -> None:
+        for net in self.nets.values():
+            net.train()
+
+    def get_current_visuals(self) -> dict[str, torch.Tensor]:
+        """The images of ``visual_names`` from the last forward pass."""
+        return {name: getattr(self, name) for name in self.visual_names}
+
+    def get_current_losses(self) -> dict[str, float]:
+        """The losses of ``loss_names`` (``self.loss_<name>``) from the last iteration, as floats."""
+        return {name: float(getattr(self, 'loss_' + name)) for name in self.loss_names}
+
+    def current_lrs(self) -> list[float]:
+        return [optimizer.param_groups[0]['lr'] for optimizer in self.optimizers]
+
+    def update_learning_rate(self, metric: Optional[float] = None) -> float:
+        """Step every scheduler once (once per epoch) and return the new learning rate of the first one."""
+        for scheduler in self.schedulers:
+            if self.opt.lr_policy == 'plateau':
+                scheduler.step(metric if metric is not None else 0.0)
+            else:
+                scheduler.step()
+        return self.current_lrs()[0]
+
+    def network_path(self, tag: str, name: str) -> str:
+        return os.path.join(self.save_dir, f'{tag}_net_{name}.pth')
+
+    def save_networks(self, tag: str | int) -> list[str]:
+        """Write ``<tag>_net_<name>.pth`` for every network: plain state dicts, atomically."""
+        paths = []
+        for name, net in self.nets.items():
+            path = self.network_path(str(tag), name)
+            atomic_save(plain_state_dict(net), path)
+            paths.append(path)
+        return paths
+
+    def load_networks(self, tag: str | int) -> None:
+        """Load ``<tag>_net_<name>.pth`` into every network, strictly and with ``weights_only=True``."""
+        paths = {name: self.network_path(str(tag), name) for name in self.nets}
+        missing = [p for p in paths.values() if not os.path.isfile(p)]
+        if missing:
+            raise FileNotFoundError(
+                f'weights not found: {", ".join(missing)} (--name {self.opt.name}, --checkpoints_dir '
+                f'{self.opt.checkpoints_dir}, --epoch {tag}); put <epoch>_net_G.pth and <epoch>_net_E.pth there')
+        for name, net in self.nets.items():
+            load_network(net, paths[name])
+            logger.info('loaded %s', paths[name])
+
+    def training_state(self) -> dict[str, Any]:
+        """Optimizer and scheduler states (the networks are saved apart, in the released format)."""
+        return {'optimizers': [o.state_dict() for o in self.optimizers],
+                'schedulers': [s.state_dict() for s in self.schedulers]}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`training_state` returned."""
+        if len(state['optimizers']) != len(self.optimizers):
+            raise ValueError(f'training state has {len(state["optimizers"])} optimizers, model has '
+                             f'{len(self.optimizers)}')
+        for optimizer, s in zip(self.optimizers, state['optimizers']):
+            optimizer.load_state_dict(s)
+        for scheduler, s in zip(self.schedulers, state['schedulers']):
+            scheduler.load_state_dict(s)
+
+    def print_networks(self) -> None:
+        for name, net in self.nets.items():
+            count = sum(p.numel() for p in net.parameters())
+            logger.info('[Network %s] Total number of parameters: %.3f M', name, count / 1e6)
+            logger.debug('%s', net)

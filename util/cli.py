@@ -1,0 +1,32 @@
+"""Entry-point helpers: logging set up once, and bad input turned into one-line errors."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable, Optional, Sequence
+
+EXIT_BAD_INPUT = 2
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Configure the root logger once: INFO (DEBUG with ``--verbose``) on stderr."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format='%(levelname)s: %(message)s', stream=sys.stderr, force=True)
+
+
+def run_main(main: Callable[[Optional[Sequence[str]]], int | None], argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``main(argv)``; ValueError/FileNotFoundError/OSError become ``error: <message>`` and exit status 2.
+
+    With ``--verbose`` among the arguments the full traceback is shown instead.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return int(main(args) or 0)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        if '--verbose' in args:
+            raise
+        print(f'error: {exc}', file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        return 130
