@@ -113,7 +113,11 @@ class BaseModel(ABC):
 
     def get_current_losses(self) -> dict[str, float]:
         """The losses of ``loss_names`` (``self.loss_<name>``) from the last iteration, as floats."""
-        return {name: float(getattr(self, 'loss_' + name)) for name in self.loss_names}
+        losses = {}
+        for name in self.loss_names:
+            value = getattr(self, 'loss_' + name)
+            losses[name] = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+        return losses
 
     def current_lrs(self) -> list[float]:
         return [optimizer.param_groups[0]['lr'] for optimizer in self.optimizers]
