@@ -11,6 +11,7 @@ from typing import Callable
 
 from .base_model import BaseModel
 from .bargainnet_model import BargainNetModel
+from .inference import HarmonyScorer, Harmonizer, harmonize, harmony_score, load_bargainnet, load_extractor  # noqa: F401
 
 MODELS: dict[str, type[BaseModel]] = {'bargainnet': BargainNetModel}
 

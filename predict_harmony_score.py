@@ -1,0 +1,111 @@
+"""How harmonious is a composite? The distance between the domain codes of its foreground and background.
+
+    python predict_harmony_score.py --image <composite> --mask <mask>
+
+prints ``The harmony score of <file name> is <score>``: exp(-0.04212·d) in (0, 1], larger = more harmonious,
+with d the Euclidean distance of the two 16-d codes of the extractor E (SPEC §5). Many composites in one call:
+repeat ``--image/--mask``, give two folders (paired by file stem), or ``--input_dir``.
+
+Exit status: 0 when every composite was scored, 1 when some could not be (each has its ``error:`` line on
+stderr, the others are scored), 2 for unusable arguments or weights.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+from models.inference import (DEFAULT_E_WEIGHT, HarmonyScorer, ScoreInput, find_pairs, prepare_score_input,
+                              resolve_device)
+from util.cli import run_main, setup_logging
+
+logger = logging.getLogger('predict_harmony_score')
+
+EXIT_SOME_FAILED = 1
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text}')
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog='Exit status: 0 all scored, 1 some composites failed (error lines on stderr), 2 bad arguments or '
+               'weights.')
+    parser.add_argument('--image', action='append', default=[],
+                        help='a composite, or a folder of composites; repeat with --mask')
+    parser.add_argument('--mask', action='append', default=[],
+                        help='the mask of the --image of the same position (white = foreground), or a folder of '
+                             'masks named like the composites')
+    parser.add_argument('--input_dir', action='append', default=[],
+                        help='a folder of composites with masks beside them (x.jpg + x_mask.png) or in masks/ '
+                             '(masks/x.png); repeatable')
+    parser.add_argument('--weight', type=str, default=DEFAULT_E_WEIGHT,
+                        help='domain code extractor weights (the released latest_net_E.pth)')
+    parser.add_argument('--ndf', type=_positive_int, default=None,
+                        help='extractor width (64 in the released model); unset: read from the weights')
+    parser.add_argument('--style_dim', type=_positive_int, default=None,
+                        help='domain code length (16 in the released model); unset: read from the weights')
+    parser.add_argument('--gpu', '--gpu_ids', dest='gpu', type=int, default=0,
+                        help='GPU id; -1 (or no CUDA) for the CPU')
+    parser.add_argument('--batch_size', type=_positive_int, default=16, help='composites per extractor pass')
+    parser.add_argument('--format', type=str, default='text', choices=('text', 'csv', 'json'),
+                        help='text: the released line with 2 decimals; csv/json: unrounded score and distance')
+    parser.add_argument('--verbose', action='store_true', help='debug logging and full tracebacks')
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    pairs = find_pairs(args.image, args.mask, args.input_dir)
+    if not os.path.isfile(args.weight):
+        raise FileNotFoundError(f'{args.weight} not found: put the released latest_net_E.pth there or pass --weight')
+    scorer = HarmonyScorer.from_weights(args.weight, resolve_device(args.gpu), args.ndf, args.style_dim)
+
+    rows = []
+    writer = None
+    if args.format == 'csv':
+        writer = csv.DictWriter(sys.stdout, ['image', 'mask', 'score', 'distance', 'error'], lineterminator='\n')
+        writer.writeheader()
+    for start in range(0, len(pairs), args.batch_size):
+        batch = pairs[start:start + args.batch_size]
+        prepared: dict[int, ScoreInput] = {}
+        problems: dict[int, str] = {}
+        for i, (image, mask) in enumerate(batch):
+            try:
+                prepared[i] = prepare_score_input(image, mask)
+            except (ValueError, OSError) as exc:  # this composite fails, the others go on
+                problems[i] = str(exc)
+        scores = dict(zip(prepared, scorer.score_inputs(list(prepared.values())))) if prepared else {}
+        for i, (image, mask) in enumerate(batch):
+            if i in problems:
+                print(f'error: {image}: {problems[i]}', file=sys.stderr)
+                row = {'image': image, 'mask': mask, 'error': problems[i]}
+            else:
+                result = scores[i]
+                if args.format == 'text':
+                    print(result.line(os.path.basename(image)), flush=True)
+                row = {'image': image, 'mask': mask, 'score': result.score, 'distance': result.distance}
+            if writer is not None:
+                writer.writerow(row)
+            rows.append(row)
+    if args.format == 'json':
+        print(json.dumps(rows, indent=2))
+    failed = sum('error' in row for row in rows)
+    if failed:
+        logger.error('%d of %d composites could not be scored', failed, len(rows))
+        return EXIT_SOME_FAILED
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run_main(main))
