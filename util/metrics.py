@@ -1,7 +1,7 @@
 """Harmonization metrics on uint8 images (SPEC §4): MSE, PSNR, fMSE, fPSNR, SSIM, and their group means.
 
-Every function takes a batch: images (B,H,W,3) uint8, masks (B,H,W) bool. Sums of squared errors are
-taken in int64, so they are exact and do not depend on how images are batched.
+Every function takes a batch: images (B,H,W,3) uint8, masks (B,H,W) bool. Squared errors are integers and
+their sums are taken in int64, so they are exact and do not depend on how images are batched.
 """
 from __future__ import annotations
 
@@ -37,34 +37,44 @@ def _check_batch(out: np.ndarray, real: np.ndarray, mask: Optional[np.ndarray] =
 
 
 def squared_errors(out: np.ndarray, real: np.ndarray) -> np.ndarray:
-    """Per-pixel squared error summed over the 3 channels: (B,H,W) int64."""
-    diff = out.astype(np.int64) - real.astype(np.int64)
-    return (diff * diff).sum(axis=-1)
+    """Per-pixel squared error summed over the 3 channels: (B,H,W) int32 (at most 3·255² = 195075)."""
+    diff = out.astype(np.int32) - real
+    sq = diff * diff
+    return sq[..., 0] + sq[..., 1] + sq[..., 2]
+
+
+def _image_sums(values: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """Exact int64 sum of each image of (B,H,W) ``values``, over ``mask`` only when given."""
+    if mask is not None:
+        values = np.where(mask, values, 0)
+    return values.reshape(values.shape[0], -1).sum(axis=1, dtype=np.int64)
 
 
 def mse(out: np.ndarray, real: np.ndarray) -> np.ndarray:
     """Mean squared error over all pixels and channels of each image: (B,) float64."""
     _check_batch(out, real)
-    sse = squared_errors(out, real).reshape(out.shape[0], -1).sum(axis=1)
-    return sse / float(out[0].size)
+    return _image_sums(squared_errors(out, real)) / float(out[0].size)
 
 
-def foreground_mse(out: np.ndarray, real: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """fMSE = Σ_fg (out − real)² / (3·N_fg) of each image: (B,) float64, NaN where the foreground is empty."""
-    _check_batch(out, real, mask)
-    mask = mask.astype(bool)
-    sse = (squared_errors(out, real) * mask).reshape(out.shape[0], -1).sum(axis=1)
-    n_fg = mask.reshape(out.shape[0], -1).sum(axis=1)
-    result = np.full(out.shape[0], np.nan)
+def _foreground_mse(sq: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    sse = _image_sums(sq, mask)
+    n_fg = _image_sums(mask)
+    result = np.full(sq.shape[0], np.nan)
     nonempty = n_fg > 0
     result[nonempty] = sse[nonempty] / (3.0 * n_fg[nonempty])
     return result
 
 
+def foreground_mse(out: np.ndarray, real: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """fMSE = Σ_fg (out − real)² / (3·N_fg) of each image: (B,) float64, NaN where the foreground is empty."""
+    _check_batch(out, real, mask)
+    return _foreground_mse(squared_errors(out, real), mask.astype(bool))
+
+
 def foreground_ratio(mask: np.ndarray) -> np.ndarray:
     """N_fg / (H·W) of each mask (B,H,W): (B,) float64."""
     mask = mask.astype(bool)
-    return mask.reshape(mask.shape[0], -1).sum(axis=1) / float(mask[0].size)
+    return _image_sums(mask) / float(mask[0].size)
 
 
 def psnr_peaks(out: np.ndarray, peak: str | float) -> np.ndarray:
@@ -114,10 +124,12 @@ def image_metrics(out: np.ndarray, real: np.ndarray, mask: np.ndarray, psnr_peak
         One (B,) float64 array per metric; fmse and fpsnr are NaN where the foreground is empty.
     """
     _check_batch(out, real, mask)
+    mask = mask.astype(bool)
     peaks = psnr_peaks(out, psnr_peak)
-    result = {'fg_ratio': foreground_ratio(mask), 'mse': mse(out, real)}
+    sq = squared_errors(out, real)
+    result = {'fg_ratio': foreground_ratio(mask), 'mse': _image_sums(sq) / float(out[0].size)}
     result['psnr'] = psnr(result['mse'], peaks)
-    result['fmse'] = foreground_mse(out, real, mask)
+    result['fmse'] = _foreground_mse(sq, mask)
     result['fpsnr'] = psnr(result['fmse'], peaks)
     if with_ssim:
         result['ssim'] = ssim(out, real)

@@ -1,0 +1,170 @@
+"""Images per second of test.py against the released evaluation procedure, on the CPU, in one run.
+
+* ``test.py``: its own evaluation loop: batches of ``--batch_size`` loaded by ``--num_threads`` worker
+  processes, one extractor pass (the background code) and one generator pass per image under
+  ``torch.inference_mode``, vectorized metrics.
+* ``released procedure``: a loop that follows the released test: batch size 1, loading in the main
+  process, the training forward (four extractor passes and the generator, train-mode BatchNorm on the
+  single image) under ``torch.no_grad`` as pix2pix's ``BaseModel.test`` did.
+
+Both score every image with the same metrics (MSE, PSNR, fMSE, fPSNR, SSIM) and save the same PNG, so
+the comparison is of the procedures alone. Both use the same untrained weights (speed does not depend on
+the values) and the same dataset: ``scripts/make_synthetic_dataset.py`` output unless ``--dataset_root``
+is given. Runs alternate (test.py, released, test.py, released, ...) and the best of ``--repeats`` runs
+counts, so that load from other processes affects both alike. Prints a Markdown table.
+
+    python scripts/benchmark_test.py                      # about 2 minutes on 2 cores
+    python scripts/benchmark_test.py --num_images 64 --repeats 3
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import test as test_script  # noqa: E402
+from data import create_dataset  # noqa: E402
+from models import create_model, networks  # noqa: E402
+from models.checkpoint import atomic_save, plain_state_dict  # noqa: E402
+from options.test_options import TestOptions  # noqa: E402
+from util import metrics  # noqa: E402
+from util.cli import run_main, setup_logging  # noqa: E402
+from util.image import input_to_uint8, output_to_uint8, save_png  # noqa: E402
+
+logger = logging.getLogger('benchmark_test')
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--dataset_root', default='', help='an iHarmony4-layout dataset (default: a generated one)')
+    p.add_argument('--num_images', type=int, default=16, help='test images per run')
+    p.add_argument('--ngf', type=int, default=64, help='generator width (64: the released model)')
+    p.add_argument('--batch_size', type=int, default=8, help="test.py's --batch_size")
+    p.add_argument('--num_threads', type=int, default=2, help="test.py's loader workers (--num_threads)")
+    p.add_argument('--repeats', type=int, default=2, help='runs of each procedure, alternating; the best counts')
+    p.add_argument('--work_dir', default='', help='where data, weights and results go (default: a temp folder)')
+    p.add_argument('--verbose', action='store_true', help='show the logs of the runs')
+    args = p.parse_args(argv)
+    if args.num_images < 1 or args.repeats < 1 or args.batch_size < 1 or args.num_threads < 0:
+        raise ValueError('--num_images, --repeats and --batch_size must be positive, --num_threads >= 0')
+    return args
+
+
+def make_dataset(out: Path, num_images: int) -> Path:
+    """A synthetic iHarmony4-layout dataset with at least ``num_images`` test composites (2 test photos)."""
+    cmd = [sys.executable, str(ROOT / 'scripts' / 'make_synthetic_dataset.py'), '--out', str(out),
+           '--test_photos', '2', '--per_photo', str(max(2, math.ceil(num_images / 2)))]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return out
+
+
+def save_weights(checkpoints: Path, ngf: int) -> None:
+    """Untrained weights of the released architecture as ``<checkpoints>/bench/latest_net_{G,E}.pth``."""
+    torch.manual_seed(0)
+    atomic_save(plain_state_dict(networks.define_G(20, 3, ngf, 's2ad', 'batch', True, 16)),
+                str(checkpoints / 'bench' / 'latest_net_G.pth'))
+    atomic_save(plain_state_dict(networks.define_E(16, 64, 'batch')), str(checkpoints / 'bench' / 'latest_net_E.pth'))
+
+
+def run_test_script(common: list[str], results: Path, batch_size: int, workers: int) -> float:
+    """Seconds of test.py's evaluation loop (loading, networks, metrics, PNGs; not start-up)."""
+    argv = common + ['--results_dir', str(results), '--batch_size', str(batch_size), '--num_threads', str(workers)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        if test_script.main(argv) != 0:
+            raise RuntimeError('test.py failed')
+    summary = json.loads((results / 'bench' / 'latest_test' / 'summary.json').read_text())
+    return summary['settings']['seconds']
+
+
+def run_released(common: list[str], results: Path, num_images: int) -> float:
+    """Seconds of a per-image loop that follows the released test procedure (see the module docstring)."""
+    opt = TestOptions().parse(common + ['--results_dir', str(results), '--batch_size', '1', '--num_threads', '0'])
+    model = create_model(opt)
+    model.setup()  # loads the weights, networks in train mode (the released test had no --eval)
+    dataset = Subset(create_dataset(opt, 'test'), range(num_images))
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0)
+    image_dir = results / 'released' / 'images'
+    image_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for batch in loader:
+            model.set_input(batch)
+            model.forward()  # the training forward: z_b, z_f, harm, ẑ_f, z̃_f
+            out = output_to_uint8(model.harm)
+            real = input_to_uint8(batch['real'])
+            mask = batch['mask_metric'][:, 0].numpy() > 0.5
+            metrics.image_metrics(out, real, mask, opt.psnr_peak)
+            metrics.mse(input_to_uint8(batch['comp']), real)
+            save_png(out[0], str(image_dir / (Path(batch['comp_path'][0]).stem + '.png')))
+    return time.perf_counter() - start
+
+
+def cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.WARNING)
+    with contextlib.ExitStack() as stack:
+        work = Path(args.work_dir) if args.work_dir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        root = Path(args.dataset_root) if args.dataset_root else make_dataset(work / 'data', args.num_images)
+        save_weights(work / 'checkpoints', args.ngf)
+        common = ['--name', 'bench', '--dataset_root', str(root), '--checkpoints_dir', str(work / 'checkpoints'),
+                  '--gpu_ids', '-1', '--num_test', str(args.num_images), '--num_html', '0', '--ngf', str(args.ngf),
+                  '--ndf', '64']
+        n = len(create_dataset(TestOptions().parse(common), 'test'))
+        n = min(n, args.num_images)
+        load_before = os.getloadavg()[0]
+        ours, released = [], []
+        for r in range(args.repeats):
+            ours.append(run_test_script(common, work / f'ours{r}', args.batch_size, args.num_threads))
+            released.append(run_released(common, work / f'released{r}', n))
+            logger.warning('run %d: test.py %.1f s, released procedure %.1f s', r + 1, ours[-1], released[-1])
+        load_after = os.getloadavg()[0]
+
+    best_ours, best_released = min(ours), min(released)
+    print(f'CPU: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} '
+          f'threads; load average {load_before:.1f} before, {load_after:.1f} after')
+    print(f'{n} images of {root if args.dataset_root else "a generated dataset"}, ngf {args.ngf}, '
+          f'best of {args.repeats} alternating runs\n')
+    print('| procedure | batch | loader workers | extractor passes | grad mode | s (best) | images/s |')
+    print('|---|---:|---:|---:|---|---:|---:|')
+    print(f'| released (per image) | 1 | 0 | 4 | no_grad | {best_released:.1f} | {n / best_released:.2f} |')
+    print(f'| test.py | {args.batch_size} | {args.num_threads} | 1 | inference_mode | {best_ours:.1f} | '
+          f'{n / best_ours:.2f} |')
+    print(f'\nspeed-up: {best_released / best_ours:.2f}x (all runs: test.py {", ".join(f"{t:.1f}" for t in ours)} s; '
+          f'released {", ".join(f"{t:.1f}" for t in released)} s)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run_main(main))

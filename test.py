@@ -1,0 +1,299 @@
+"""Evaluate BargainNet on the iHarmony4 test list with the protocol behind the paper's numbers (SPEC §4).
+
+    python test.py --name <exp> --model bargainnet --dataset_mode iharmony4 --is_train 0 --norm batch \\
+      --preprocess resize --gpu_ids 0 --input_nc 20 --netG s2ad --dataset_root <iHarmony4 dir>
+
+Loads ``<checkpoints_dir>/<name>/<epoch>_net_{G,E}.pth``, harmonizes every composite of ``IHD_test.txt`` (or
+the first ``--num_test``) and writes to ``<results_dir>/<name>/<epoch>_test/``: ``images/<stem>.png`` (the
+harmonized 256×256 images), ``metrics.csv`` (one row per image), ``summary.json`` and ``index.html``. The
+table of means (overall, per sub-dataset, per foreground ratio) is printed. ``--baseline composite``
+evaluates the input composites instead (folder ``composite_test``); ``--invert_mask`` harmonizes the
+background to the foreground (folder suffix ``_invert_mask``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+import data
+import models
+from models.base_model import BaseModel
+from models.checkpoint import infer_architecture, load_state_dict_file
+from options.test_options import TestOptions
+from util import metrics
+from util.cli import run_main, setup_logging
+from util.html import HTML
+from util.image import input_to_uint8, mask_to_uint8, output_to_uint8, save_png
+
+logger = logging.getLogger('test')
+
+CSV_COLUMNS = ('image', 'subset', 'fg_ratio', 'mse', 'psnr', 'fmse', 'fpsnr', 'ssim')
+ARCH_OPTIONS = ('ngf', 'ndf', 'style_dim')
+
+
+# ----------------------------------------------------------------------------- options and weights
+def given_options(options: TestOptions, argv: Sequence[str], names: Sequence[str]) -> set[str]:
+    """The option names among ``names`` that ``argv`` sets (in any form argparse accepts: ``--ngf=8``, ...)."""
+    parser = options.parser
+    unset = object()
+    saved = {name: parser.get_default(name) for name in names}
+    parser.set_defaults(**{name: unset for name in names})
+    try:
+        parsed, _ = parser.parse_known_args(list(argv))
+    finally:
+        parser.set_defaults(**saved)
+    return {name for name in names if getattr(parsed, name) is not unset}
+
+
+def checkpoint_paths(opt: argparse.Namespace) -> dict[str, str]:
+    """``<checkpoints_dir>/<name>/<tag>_net_{G,E}.pth`` of ``--epoch`` / ``--load_iter``; error if missing."""
+    tag = f'iter_{opt.load_iter}' if opt.load_iter > 0 else str(opt.epoch)
+    paths = {net: os.path.join(opt.checkpoints_dir, opt.name, f'{tag}_net_{net}.pth') for net in ('G', 'E')}
+    missing = [p for p in paths.values() if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(
+            f'weights not found: {", ".join(missing)} (from --name {opt.name} --checkpoints_dir '
+            f'{opt.checkpoints_dir} --epoch {opt.epoch}{f" --load_iter {opt.load_iter}" if opt.load_iter else ""}); '
+            f'put {tag}_net_G.pth and {tag}_net_E.pth there or fix those options')
+    return paths
+
+
+def resolve_architecture(options: TestOptions, opt: argparse.Namespace, argv: Sequence[str]) -> None:
+    """Set ``ngf``, ``ndf`` and ``style_dim`` from the checkpoint's tensor shapes unless given on the command line.
+
+    A value given on the command line is kept; if it does not match the file, the strict loader says so.
+    """
+    paths = checkpoint_paths(opt)
+    given = given_options(options, argv, ARCH_OPTIONS + ('input_nc',))
+    todo = [name for name in ARCH_OPTIONS if name not in given]
+    if not todo:
+        return
+    arch = infer_architecture(load_state_dict_file(paths['G']), load_state_dict_file(paths['E']))
+    found = {name: arch[name] for name in todo if name in arch}
+    for name, value in found.items():
+        setattr(opt, name, value)
+    if 'input_nc' not in given:
+        opt.input_nc = 4 + opt.style_dim
+    elif opt.input_nc != 4 + opt.style_dim:
+        raise ValueError(f'--input_nc {opt.input_nc} does not match --style_dim {opt.style_dim} of '
+                         f'{paths["E"]}: the generator takes 3 + 1 + style_dim = {4 + opt.style_dim} channels')
+    logger.info('architecture read from the checkpoint (not given on the command line): %s',
+                ', '.join(f'{k} {v}' for k, v in found.items()))
+
+
+def results_folder(opt: argparse.Namespace) -> str:
+    """``<results_dir>/<name>/<epoch>_<phase>`` (``composite_<phase>`` for the baseline, ``_invert_mask`` added)."""
+    tag = 'composite' if opt.baseline == 'composite' else (
+        f'iter_{opt.load_iter}' if opt.load_iter > 0 else str(opt.epoch))
+    folder = f'{tag}_{opt.phase}' + ('_invert_mask' if opt.invert_mask else '')
+    return os.path.join(opt.results_dir, opt.name, folder)
+
+
+def describe_protocol(opt: argparse.Namespace) -> str:
+    """One line that says what the numbers are."""
+    parts = ['PSNR peak 255' if opt.psnr_peak == '255' else
+             'PSNR peak dynamic (max - min of each output, the released code)']
+    if opt.baseline == 'composite':
+        parts.append('baseline: the input composites evaluated as outputs, no network')
+    else:
+        if opt.eval:
+            parts.append('BatchNorm running statistics and no dropout (--eval)')
+        else:
+            parts.append('BatchNorm per-image statistics (released protocol, no --eval)')
+            parts.append('no dropout (--no_dropout)' if opt.no_dropout else
+                         f'dropout active with per-image masks from --seed {opt.seed}')
+        if opt.invert_mask:
+            parts.append('inverted mask fed to G and E (background harmonization; metrics still against real '
+                         'with the foreground mask)')
+    parts.append('outputs truncated to uint8 like the released tensor2im; fMSE with the nearest-resized mask')
+    return 'protocol: ' + '; '.join(parts)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def harmonize_each(model: BaseModel, batch: dict[str, Any]) -> torch.Tensor:
+    """The model's output for every image of ``batch``, computed one image at a time.
+
+    Convolution libraries (oneDNN, cuDNN) pick kernels by batch shape, and their sums round differently by
+    about 1e-7; after the uint8 truncation that flips a few pixels. One image per forward makes every result
+    bit-identical for any ``--batch_size`` (on the CPU it costs nothing: batching does not speed up the
+    256×256 convolutions). BatchNorm and dropout are per image anyway in the released protocol.
+    """
+    outputs = []
+    for i in range(len(batch['comp'])):
+        model.set_input({key: value[i:i + 1] for key, value in batch.items()})
+        model.test()
+        outputs.append(model.harm)
+    return torch.cat(outputs)
+
+
+def _crop(image: np.ndarray, pad: torch.Tensor) -> np.ndarray:
+    """Undo the reflect padding of ``--preprocess none`` on a (1,H,W[,C]) array; pad = [left, top, right, bottom]."""
+    left, top, right, bottom = (int(p) for p in pad)
+    return image[:, top:image.shape[1] - bottom, left:image.shape[2] - right]
+
+
+@torch.inference_mode()
+def evaluate(model: Optional[BaseModel], loader: DataLoader, opt: argparse.Namespace,
+             image_dir: str) -> list[dict[str, Any]]:
+    """Harmonize every image of ``loader``, save it to ``image_dir`` and return one row of metrics per image.
+
+    Args:
+        model: a set-up model, or None to evaluate the input composites (``--baseline composite``).
+        loader: the test loader, not shuffled.
+        opt: the test options (``psnr_peak``).
+        image_dir: where ``<composite stem>.png`` is written.
+
+    Returns:
+        Rows with the CSV columns plus ``comp_mse`` (the composite's MSE, for the gains) and ``position``
+        (the image's position in the dataset).
+    """
+    rows: list[dict[str, Any]] = []
+    for batch in tqdm(loader, desc='test', unit='batch', disable=None):
+        comp = input_to_uint8(batch['comp'])
+        real = input_to_uint8(batch['real'])
+        out = comp if model is None else output_to_uint8(harmonize_each(model, batch))
+        mask = batch['mask_metric'][:, 0].numpy() > 0.5
+        if 'pad' in batch:  # --preprocess none (batch size 1): score the original pixels only
+            comp, real, out, mask = (_crop(a, batch['pad'][0]) for a in (comp, real, out, mask))
+        values = metrics.image_metrics(out, real, mask, opt.psnr_peak)
+        comp_mse = metrics.mse(comp, real)
+        for i, path in enumerate(batch['comp_path']):
+            stem = Path(path).stem
+            save_png(out[i], os.path.join(image_dir, stem + '.png'))
+            row = {'image': stem, 'subset': batch['subset'][i]}
+            row.update({key: float(values[key][i]) for key in CSV_COLUMNS[2:]})
+            row.update(comp_mse=float(comp_mse[i]), position=len(rows))
+            rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- outputs
+def write_csv(rows: Sequence[dict[str, Any]], path: str) -> None:
+    """One line per image with :data:`CSV_COLUMNS`; floats at full precision, ``nan`` for empty foregrounds."""
+    with open(path, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for row in rows:
+            writer.writerow([repr(row[k]) if isinstance(row[k], float) else row[k] for k in CSV_COLUMNS])
+
+
+def _finite_or_none(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def write_summary(groups: dict[str, dict[str, float]], settings: dict[str, Any], path: str) -> None:
+    """The settings and the group means as JSON (undefined means as null)."""
+    doc = {'settings': settings,
+           'groups': {name: {k: _finite_or_none(v) for k, v in g.items()} for name, g in groups.items()}}
+    with open(path, 'w') as f:
+        json.dump(doc, f, indent=2)
+        f.write('\n')
+
+
+def write_html(web_dir: str, rows: Sequence[dict[str, Any]], dataset: Dataset, num: int, title: str) -> str:
+    """``index.html``: composite, harmonized, real and mask of the ``num`` largest and ``num`` smallest gains.
+
+    Gain = MSE of the composite − MSE of the output. Thumbnails go to ``page/``, ``images/`` keeps only
+    the harmonized images.
+    """
+    html = HTML(web_dir, title)
+    html.add_text(title)
+    order = sorted(range(len(rows)), key=lambda i: rows[i]['comp_mse'] - rows[i]['mse'], reverse=True)
+    largest = order[:num]
+    smallest = [i for i in reversed(order) if i not in set(largest)][:num]
+    for header, picks in ((f'{len(largest)} largest gains (composite MSE - output MSE)', largest),
+                          (f'{len(smallest)} smallest gains', smallest)):
+        html.add_header(header)
+        for i in picks:
+            row = rows[i]
+            item = dataset[row['position']]
+            stem = row['image']
+            thumbs = {'composite': input_to_uint8(item['comp']), 'real': input_to_uint8(item['real']),
+                      'mask': mask_to_uint8(item['mask_metric'])}
+            links = {}
+            for kind, image in thumbs.items():
+                links[kind] = f'page/{stem}_{kind}.png'
+                save_png(image, os.path.join(web_dir, links[kind]))
+            ims = [links['composite'], f'images/{stem}.png', links['real'], links['mask']]
+            gain = row['comp_mse'] - row['mse']
+            txts = [f'{stem} ({row["subset"]}) MSE {row["comp_mse"]:.1f}',
+                    f'harmonized MSE {row["mse"]:.1f} (gain {gain:.1f}) fMSE {row["fmse"]:.1f}',
+                    'real', f'mask ({100 * row["fg_ratio"]:.1f}%)']
+            html.add_images(ims, txts)
+    return html.save()
+
+
+# ----------------------------------------------------------------------------- entry point
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    setup_logging('--verbose' in argv)
+    options = TestOptions()
+    opt = options.parse(argv)
+    torch.manual_seed(opt.seed)
+    if opt.baseline == 'none':
+        resolve_architecture(options, opt, argv)
+    logger.info('options saved to %s', options.save(opt))
+
+    dataset = data.create_dataset(opt, 'test')
+    if math.isfinite(opt.num_test):
+        dataset = Subset(dataset, range(min(len(dataset), max(0, int(opt.num_test)))))
+    if len(dataset) == 0:
+        raise ValueError(f'no test images to evaluate in {opt.dataset_root} (--num_test {opt.num_test})')
+    loader = data.create_dataloader(opt, dataset, shuffle=False)
+
+    model = None
+    if opt.baseline == 'none':
+        model = models.create_model(opt)
+        model.setup()
+    protocol = describe_protocol(opt)
+    logger.info('%s', protocol)
+
+    web_dir = results_folder(opt)
+    image_dir = os.path.join(web_dir, 'images')
+    os.makedirs(image_dir, exist_ok=True)
+    start = time.perf_counter()
+    rows = evaluate(model, loader, opt, image_dir)
+    seconds = time.perf_counter() - start
+    stems = [r['image'] for r in rows]
+    if len(set(stems)) != len(stems):
+        raise ValueError('two composites of the test list share a file name stem; their images/<stem>.png '
+                         'overwrote each other')
+
+    groups = metrics.summarize(rows)
+    empty = len(rows) - groups['all']['n_fg']
+    if empty:
+        logger.warning('%d image(s) have an empty foreground after resizing: their fMSE and fPSNR are NaN and '
+                       'left out of the fMSE/fPSNR means', empty)
+    settings = {'name': opt.name, 'epoch': opt.epoch, 'load_iter': opt.load_iter, 'baseline': opt.baseline,
+                'psnr_peak': opt.psnr_peak, 'eval': opt.eval, 'no_dropout': opt.no_dropout, 'seed': opt.seed,
+                'invert_mask': opt.invert_mask, 'ngf': opt.ngf, 'ndf': opt.ndf, 'style_dim': opt.style_dim,
+                'dataset_root': opt.dataset_root, 'num_images': len(rows), 'num_empty_foreground': empty,
+                'batch_size': opt.batch_size, 'seconds': seconds, 'images_per_second': len(rows) / seconds,
+                'protocol': protocol}
+    write_csv(rows, os.path.join(web_dir, 'metrics.csv'))
+    write_summary(groups, settings, os.path.join(web_dir, 'summary.json'))
+    title = f'{opt.name}, {os.path.basename(web_dir)}: {len(rows)} images'
+    write_html(web_dir, rows, dataset, opt.num_html, title)
+    logger.info('%d images in %.1f s (%.2f images/s); results in %s', len(rows), seconds, len(rows) / seconds,
+                web_dir)
+
+    print(protocol)
+    print(metrics.format_table(groups))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run_main(main))
