@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from .iharmony4_dataset import IHarmony4Dataset
@@ -40,15 +40,17 @@ def create_dataset(opt: argparse.Namespace, phase: str) -> Dataset:
 
 
 def create_dataloader(opt: argparse.Namespace, dataset: Dataset, shuffle: bool, drop_last: bool = False,
-                      distributed: bool = False) -> DataLoader:
+                      distributed: bool = False, sampler: Optional[Sampler] = None) -> DataLoader:
     """A DataLoader over ``dataset`` with ``--batch_size`` and ``--num_threads`` workers.
 
     Shuffles unless ``--serial_batches`` (or ``shuffle`` is False); under DDP a DistributedSampler gives
     each process its own shard (call ``loader.sampler.set_epoch(epoch)`` every epoch). Pinned memory on GPUs.
+    A given ``sampler`` (train.py's resumable one) replaces both the shuffling and the DistributedSampler.
     """
     shuffle = shuffle and not opt.serial_batches
-    sampler = None
-    if distributed:
+    if sampler is not None:
+        shuffle = False
+    elif distributed:
         sampler = DistributedSampler(dataset, shuffle=shuffle, seed=opt.seed, drop_last=drop_last)
         shuffle = False
     generator = torch.Generator()
