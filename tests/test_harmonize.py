@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -276,3 +277,25 @@ def test_script_single_file_options_and_weights_errors(ckpt, harmonizer, tmp_pat
     code, _, err = run(base + ['--out', tmp_path / 'x.png', '--name', 'absent'], capsys)
     assert code == 2 and err.splitlines()[-1].startswith('error: weights not found: ')
     assert str(ckpt / 'absent' / 'latest_net_G.pth') in err
+
+
+def test_examples_are_the_scripts_output_and_the_readme_commands_run_on_them(ckpt, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location('make_examples', ROOT / 'scripts' / 'make_examples.py')
+    make_examples = importlib.util.module_from_spec(spec)
+    sys.modules['make_examples'] = make_examples  # dataclasses look their module up there
+    spec.loader.exec_module(make_examples)
+    names = sorted(ex.name for ex in make_examples.EXAMPLES)
+    assert sorted(os.path.splitext(f)[0] for f in os.listdir(ROOT / 'examples' / 'composite')) == names
+    for ex in make_examples.EXAMPLES:
+        comp, mask = make_examples.make_example(ex)
+        assert comp.shape[0] != comp.shape[1] and comp.shape[:2] != (256, 256)
+        assert np.array_equal(np.array(Image.open(ROOT / 'examples' / 'mask' / f'{ex.name}.png')), mask)
+        stored = load(ROOT / 'examples' / 'composite' / f'{ex.name}.jpg')
+        error = np.abs(stored.astype(int) - comp)
+        # the same picture up to JPEG (4:2:0 chroma); the recolouring moves the foreground by 16 to 46 levels
+        assert error.mean() < 4 and error[mask > 0].mean() < 8
+    code, out, _ = run(['--image', ROOT / 'examples' / 'composite', '--mask', ROOT / 'examples' / 'mask', '--out',
+                        tmp_path, '--checkpoints_dir', ckpt, '--name', 'tiny', '--gpu', '-1', '--score'], capsys)
+    assert code == 0 and len(out.splitlines()) == len(names)
+    for name in names:
+        assert load(tmp_path / f'{name}.png').shape == load(ROOT / 'examples' / 'composite' / f'{name}.jpg').shape
