@@ -20,6 +20,8 @@ import math
 import os
 import sys
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -42,6 +44,7 @@ logger = logging.getLogger('test')
 
 CSV_COLUMNS = ('image', 'subset', 'fg_ratio', 'mse', 'psnr', 'fmse', 'fpsnr', 'ssim')
 ARCH_OPTIONS = ('ngf', 'ndf', 'style_dim')
+MAX_PENDING = 2  # batches waiting to be scored
 
 
 # ----------------------------------------------------------------------------- options and weights
@@ -145,10 +148,28 @@ def _crop(image: np.ndarray, pad: torch.Tensor) -> np.ndarray:
     return image[:, top:image.shape[1] - bottom, left:image.shape[2] - right]
 
 
+def score_batch(out: np.ndarray, comp: np.ndarray, real: np.ndarray, mask: np.ndarray, stems: Sequence[str],
+                subsets: Sequence[str], psnr_peak: str, image_dir: str) -> list[dict[str, Any]]:
+    """Metrics of one batch of uint8 images (B,H,W,3), and its harmonized images saved as ``<stem>.png``."""
+    values = metrics.image_metrics(out, real, mask, psnr_peak)
+    comp_mse = metrics.mse(comp, real)
+    rows = []
+    for i, (stem, subset) in enumerate(zip(stems, subsets)):
+        save_png(out[i], os.path.join(image_dir, stem + '.png'))
+        row = {'image': stem, 'subset': subset}
+        row.update({key: float(values[key][i]) for key in CSV_COLUMNS[2:]})
+        row['comp_mse'] = float(comp_mse[i])
+        rows.append(row)
+    return rows
+
+
 @torch.inference_mode()
 def evaluate(model: Optional[BaseModel], loader: DataLoader, opt: argparse.Namespace,
              image_dir: str) -> list[dict[str, Any]]:
     """Harmonize every image of ``loader``, save it to ``image_dir`` and return one row of metrics per image.
+
+    Scoring (SSIM is the slow part) and PNG writing run in a background thread while the networks work on
+    the next batch; at most ``MAX_PENDING`` batches wait, so memory stays bounded.
 
     Args:
         model: a set-up model, or None to evaluate the input composites (``--baseline composite``).
@@ -157,26 +178,28 @@ def evaluate(model: Optional[BaseModel], loader: DataLoader, opt: argparse.Names
         image_dir: where ``<composite stem>.png`` is written.
 
     Returns:
-        Rows with the CSV columns plus ``comp_mse`` (the composite's MSE, for the gains) and ``position``
-        (the image's position in the dataset).
+        Rows in loader order with the CSV columns plus ``comp_mse`` (the composite's MSE, for the gains)
+        and ``position`` (the image's position in the dataset).
     """
     rows: list[dict[str, Any]] = []
-    for batch in tqdm(loader, desc='test', unit='batch', disable=None):
-        comp = input_to_uint8(batch['comp'])
-        real = input_to_uint8(batch['real'])
-        out = comp if model is None else output_to_uint8(harmonize_each(model, batch))
-        mask = batch['mask_metric'][:, 0].numpy() > 0.5
-        if 'pad' in batch:  # --preprocess none (batch size 1): score the original pixels only
-            comp, real, out, mask = (_crop(a, batch['pad'][0]) for a in (comp, real, out, mask))
-        values = metrics.image_metrics(out, real, mask, opt.psnr_peak)
-        comp_mse = metrics.mse(comp, real)
-        for i, path in enumerate(batch['comp_path']):
-            stem = Path(path).stem
-            save_png(out[i], os.path.join(image_dir, stem + '.png'))
-            row = {'image': stem, 'subset': batch['subset'][i]}
-            row.update({key: float(values[key][i]) for key in CSV_COLUMNS[2:]})
-            row.update(comp_mse=float(comp_mse[i]), position=len(rows))
-            rows.append(row)
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix='score') as pool:
+        for batch in tqdm(loader, desc='test', unit='batch', disable=None):
+            comp = input_to_uint8(batch['comp'])
+            real = input_to_uint8(batch['real'])
+            out = comp if model is None else output_to_uint8(harmonize_each(model, batch))
+            mask = batch['mask_metric'][:, 0].numpy() > 0.5
+            if 'pad' in batch:  # --preprocess none (batch size 1): score the original pixels only
+                comp, real, out, mask = (_crop(a, batch['pad'][0]) for a in (comp, real, out, mask))
+            stems = [Path(p).stem for p in batch['comp_path']]
+            pending.append(pool.submit(score_batch, out, comp, real, mask, stems, list(batch['subset']),
+                                       opt.psnr_peak, image_dir))
+            while len(pending) > MAX_PENDING:
+                rows.extend(pending.popleft().result())
+        while pending:
+            rows.extend(pending.popleft().result())
+    for position, row in enumerate(rows):
+        row['position'] = position
     return rows
 
 
@@ -203,19 +226,26 @@ def write_summary(groups: dict[str, dict[str, float]], settings: dict[str, Any],
         f.write('\n')
 
 
-def write_html(web_dir: str, rows: Sequence[dict[str, Any]], dataset: Dataset, num: int, title: str) -> str:
+def write_html(web_dir: str, rows: Sequence[dict[str, Any]], dataset: Dataset, num: int, title: str,
+               baseline: bool = False) -> str:
     """``index.html``: composite, harmonized, real and mask of the ``num`` largest and ``num`` smallest gains.
 
-    Gain = MSE of the composite − MSE of the output. Thumbnails go to ``page/``, ``images/`` keeps only
+    Gain = MSE of the composite − MSE of the output; for the composite baseline (no gains) the composites
+    with the largest and smallest MSE are shown instead. Thumbnails go to ``page/``, ``images/`` keeps only
     the harmonized images.
     """
     html = HTML(web_dir, title)
     html.add_text(title)
-    order = sorted(range(len(rows)), key=lambda i: rows[i]['comp_mse'] - rows[i]['mse'], reverse=True)
+    if baseline:
+        score, what = (lambda r: r['mse']), 'MSE'
+    else:
+        score, what = (lambda r: r['comp_mse'] - r['mse']), 'gains (composite MSE - output MSE)'
+    order = sorted(range(len(rows)), key=lambda i: score(rows[i]), reverse=True)
     largest = order[:num]
-    smallest = [i for i in reversed(order) if i not in set(largest)][:num]
-    for header, picks in ((f'{len(largest)} largest gains (composite MSE - output MSE)', largest),
-                          (f'{len(smallest)} smallest gains', smallest)):
+    shown = set(largest)
+    smallest = [i for i in reversed(order) if i not in shown][:num]
+    sections = ((f'{len(largest)} largest {what}', largest), (f'{len(smallest)} smallest {what}', smallest))
+    for header, picks in sections:
         html.add_header(header)
         for i in picks:
             row = rows[i]
@@ -277,16 +307,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if empty:
         logger.warning('%d image(s) have an empty foreground after resizing: their fMSE and fPSNR are NaN and '
                        'left out of the fMSE/fPSNR means', empty)
-    settings = {'name': opt.name, 'epoch': opt.epoch, 'load_iter': opt.load_iter, 'baseline': opt.baseline,
-                'psnr_peak': opt.psnr_peak, 'eval': opt.eval, 'no_dropout': opt.no_dropout, 'seed': opt.seed,
-                'invert_mask': opt.invert_mask, 'ngf': opt.ngf, 'ndf': opt.ndf, 'style_dim': opt.style_dim,
+    settings = {'name': opt.name, 'baseline': opt.baseline, 'psnr_peak': opt.psnr_peak,
                 'dataset_root': opt.dataset_root, 'num_images': len(rows), 'num_empty_foreground': empty,
                 'batch_size': opt.batch_size, 'seconds': seconds, 'images_per_second': len(rows) / seconds,
                 'protocol': protocol}
+    if model is not None:
+        settings.update({key: getattr(opt, key) for key in ('epoch', 'load_iter', 'eval', 'no_dropout', 'seed',
+                                                            'invert_mask', 'ngf', 'ndf', 'style_dim')})
     write_csv(rows, os.path.join(web_dir, 'metrics.csv'))
     write_summary(groups, settings, os.path.join(web_dir, 'summary.json'))
     title = f'{opt.name}, {os.path.basename(web_dir)}: {len(rows)} images'
-    write_html(web_dir, rows, dataset, opt.num_html, title)
+    write_html(web_dir, rows, dataset, opt.num_html, title, baseline=model is None)
     logger.info('%d images in %.1f s (%.2f images/s); results in %s', len(rows), seconds, len(rows) / seconds,
                 web_dir)
 

@@ -116,13 +116,15 @@ def test_ratio_bands_and_summary_order_and_counts() -> None:
             {**base, 'subset': 'HCOCO', 'fg_ratio': 0.3},
             {**base, 'subset': 'HCOCO', 'fg_ratio': 0.02, 'mse': 5.0}]
     groups = metrics.summarize(rows)
-    assert list(groups) == ['all', 'HCOCO', 'Hday2night', 'Other', 'fg 0-5%', 'fg 15-100%']
-    assert [groups[k]['n'] for k in groups] == [4, 2, 1, 1, 2, 2]
+    assert list(groups) == ['all', 'HCOCO', 'Hday2night', 'Other', 'fg 0-5%', 'fg 5-15%', 'fg 15-100%']
+    assert [groups[k]['n'] for k in groups] == [4, 2, 1, 1, 2, 0, 2]
+    assert math.isnan(groups['fg 5-15%']['mse'])
     assert groups['HCOCO']['mse'] == pytest.approx(3.0)
     assert groups['fg 15-100%']['mse'] == pytest.approx(2.0)
     assert groups['all']['mse'] == pytest.approx(2.5)
     table = metrics.format_table(groups)
     assert '| HCOCO | 2 | 3.00 | 2.00 | 3.00 | 4.00 | 0.5000 |' in table
+    assert '| fg 5-15% | 0 | - | - | - | - | - |' in table
 
 
 def test_output_to_uint8_truncates_like_released_tensor2im() -> None:

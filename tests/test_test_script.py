@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -95,10 +96,13 @@ def test_protocol_outputs_and_hand_computed_metrics(tiny_dataset, checkpoints, t
     # each metric by hand from the saved PNG, the dataset's real image and the nearest-resized mask
     opt = TestOptions().parse(argv(tiny_dataset, checkpoints, tmp_path))
     dataset = create_dataset(opt, 'test')
+    gains = {}
     for i, r in enumerate(rows):
         item = dataset[i]
         out = np.asarray(Image.open(out_dir / 'images' / f'{r["image"]}.png')).astype(np.float64)
         real = input_to_uint8(item['real']).astype(np.float64)
+        comp = input_to_uint8(item['comp']).astype(np.float64)
+        gains[r['image']] = ((comp - real) ** 2).mean() - ((out - real) ** 2).mean()
         mask = nearest_mask(tiny_dataset / r['subset'] / 'masks' / ('_'.join(r['image'].split('_')[:-1]) + '.png'))
         assert np.array_equal(mask, item['mask_metric'][0].numpy() > 0.5)
         err = (out - real) ** 2
@@ -112,6 +116,11 @@ def test_protocol_outputs_and_hand_computed_metrics(tiny_dataset, checkpoints, t
         assert 0 < float(r['ssim']) < 1
         assert r['subset'] == item['subset']
 
+    # index.html: the two largest gains first, then the two smallest (most negative first)
+    ranked = sorted(gains, key=gains.get, reverse=True)
+    shown = re.findall(r'src="images/([^"]+)\.png"', html)
+    assert shown == ranked[:2] + ranked[::-1][:2]
+
     # the table: overall, each sub-dataset and each foreground band, with image counts
     table = table_rows(captured.out)
     assert table['all'][0] == '8'
@@ -122,7 +131,7 @@ def test_protocol_outputs_and_hand_computed_metrics(tiny_dataset, checkpoints, t
         ratio = float(r['fg_ratio'])
         bands['fg 0-5%' if ratio < 0.05 else 'fg 5-15%' if ratio < 0.15 else 'fg 15-100%'] += 1
     for band, n in bands.items():
-        assert (table[band][0] if band in table else '0') == str(n)
+        assert table[band][0] == str(n)
     assert table['all'][1] == f'{np.mean([float(r["mse"]) for r in rows]):.2f}'
     assert table['HCOCO'][3] == f'{np.mean([float(r["fmse"]) for r in rows if r["subset"] == "HCOCO"]):.2f}'
 

@@ -45,8 +45,11 @@ def _channels_last(x: torch.Tensor) -> np.ndarray:
 
 
 def save_png(image: np.ndarray, path: str) -> None:
-    """Save a uint8 image (H,W,3 RGB or H,W grey) as a lossless PNG, creating the folder if needed."""
+    """Save a uint8 image (H,W,3 RGB or H,W grey) as a lossless PNG, creating the folder if needed.
+
+    zlib level 1: about twice as fast as PIL's default level 6 for files only a few percent larger.
+    """
     if image.dtype != np.uint8:
         raise ValueError(f'{path}: expected a uint8 image, got {image.dtype}')
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(image).save(path, format='PNG')
+    Image.fromarray(image).save(path, format='PNG', compress_level=1)

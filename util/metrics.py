@@ -162,7 +162,8 @@ def group_means(rows: Sequence[dict], keys: Iterable[str] = METRIC_KEYS) -> dict
 def summarize(rows: Sequence[dict], keys: Iterable[str] = METRIC_KEYS) -> dict[str, dict[str, float]]:
     """Means over all images, per sub-dataset (iHarmony4 order, then others) and per foreground ratio band.
 
-    Rows need ``subset``, ``fg_ratio`` and the metric keys. Groups without images are left out.
+    Rows need ``subset``, ``fg_ratio`` and the metric keys. Sub-datasets without images are left out; the
+    three ratio bands are always there (with ``n`` = 0 and NaN means when empty).
     """
     keys = tuple(keys)
     groups: dict[str, dict[str, float]] = {'all': group_means(rows, keys)}
@@ -171,17 +172,18 @@ def summarize(rows: Sequence[dict], keys: Iterable[str] = METRIC_KEYS) -> dict[s
     for subset in subsets:
         groups[subset] = group_means([r for r in rows if r['subset'] == subset], keys)
     for name, _, _ in RATIO_BANDS:
-        members = [r for r in rows if ratio_band(r['fg_ratio']) == name]
-        if members:
-            groups[f'fg {name}'] = group_means(members, keys)
+        groups[f'fg {name}'] = group_means([r for r in rows if ratio_band(r['fg_ratio']) == name], keys)
     return groups
 
 
+def _cell(value: float, digits: int) -> str:
+    return '-' if math.isnan(value) else f'{value:.{digits}f}'
+
+
 def format_table(groups: dict[str, dict[str, float]]) -> str:
-    """The groups of :func:`summarize` as a Markdown table: n, MSE, PSNR, fMSE, fPSNR, SSIM."""
-    header = '| images | n | MSE | PSNR | fMSE | fPSNR | SSIM |'
-    lines = [header, '|---|---:|---:|---:|---:|---:|---:|']
+    """The groups of :func:`summarize` as a Markdown table: n, MSE, PSNR, fMSE, fPSNR, SSIM ('-': no value)."""
+    lines = ['| images | n | MSE | PSNR | fMSE | fPSNR | SSIM |', '|---|---:|---:|---:|---:|---:|---:|']
     for name, g in groups.items():
-        lines.append(f'| {name} | {int(g["n"])} | {g["mse"]:.2f} | {g["psnr"]:.2f} | {g["fmse"]:.2f} | '
-                     f'{g["fpsnr"]:.2f} | {g["ssim"]:.4f} |')
+        cells = [_cell(g[k], 4 if k == 'ssim' else 2) for k in METRIC_KEYS]
+        lines.append(f'| {name} | {int(g["n"])} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
