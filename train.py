@@ -533,6 +533,9 @@ class Trainer:
         if self.pos.epoch > last_epoch:
             logger.info('training already finished (epoch %d of %d): nothing to do', self.pos.epoch - 1, last_epoch)
             return 0
+        if opt.max_iters and self.pos.total_iters >= opt.max_iters:
+            logger.info('already %d iterations (--max_iters %d): nothing to do', self.pos.total_iters, opt.max_iters)
+            return 0
         self.stop.install()
         try:
             with logging_redirect_tqdm():
@@ -563,7 +566,7 @@ class Trainer:
         n_timed = 0
         keep_going = True
         speed: Optional[float] = None  # samples/s in all processes, smoothed
-        iter_end = time.perf_counter()
+        fetch_start = last_done = time.perf_counter()
         with bar:
             for batch in self.loader:
                 iter_start = time.perf_counter()
@@ -574,10 +577,9 @@ class Trainer:
                 pos.epoch_iter += 1
                 pos.total_iters += 1
                 now = time.perf_counter()
-                t_data += iter_start - iter_end
+                t_data += iter_start - fetch_start
                 t_comp += now - iter_start
                 n_timed += 1
-                prev_end, iter_end = iter_end, now
 
                 bad, stop = all_reduce_max([0.0 if math.isfinite(total) else 1.0,
                                             0.0 if self.stop.signum is None else 1.0], ctx)
@@ -594,8 +596,9 @@ class Trainer:
                 self.loss_count += 1
 
                 if ctx.is_main:
-                    rate = samples_per_iter / max(now - prev_end, 1e-9)
+                    rate = samples_per_iter / max(now - last_done, 1e-9)
                     speed = rate if speed is None else 0.9 * speed + 0.1 * rate
+                    last_done = now
                     bar.set_postfix({**{k: f'{v:.3f}' for k, v in losses.items()}, 'samples/s': f'{speed:.1f}'},
                                     refresh=False)
                     bar.update(1)
@@ -611,6 +614,7 @@ class Trainer:
                         self.stop.signum = signal.SIGTERM  # another process was asked to stop
                     keep_going = False
                     break
+                fetch_start = time.perf_counter()  # what follows until the next batch arrives is loading
 
         if pos.epoch_iter >= self.iters_per_epoch:
             self.end_epoch(epoch)
