@@ -461,9 +461,12 @@ class Trainer:
         """Continue exactly where ``state`` was saved."""
         opt, ctx = self.opt, self.ctx
         if state['epoch_count'] != opt.epoch_count:
-            raise ValueError(f'{path}: this run began with --epoch_count {state["epoch_count"]}, which the learning '
-                             f'rate schedule depends on; pass --epoch_count {state["epoch_count"]} to resume it '
-                             f'(it continues at epoch {state["epoch"]})')
+            # the linear schedule reads opt.epoch_count: the run's own value keeps the resume exact
+            logger.warning('--epoch_count %d is not used: %s continues at epoch %d the run that began with '
+                           '--epoch_count %d, and keeps its learning rate schedule (to restart the schedule from '
+                           'these weights with fresh optimizers, move that file away)', opt.epoch_count, path,
+                           state['epoch'], state['epoch_count'])
+            opt.epoch_count = int(state['epoch_count'])
         self.model.load_training_state(state['model'])
         if self.model.scaler is not None and state.get('scaler'):
             self.model.scaler.load_state_dict(state['scaler'])

@@ -115,8 +115,9 @@ def test_loss_on_a_fixed_batch_falls_over_30_steps(tiny_dataset, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ exact resume
-@pytest.mark.parametrize('workers, batch_size', [('0', '1'), ('2', '2')])
-def test_stop_and_continue_is_bit_exact(tiny_dataset, tmp_path, workers, batch_size):
+@pytest.mark.parametrize('workers, batch_size, resume_extra', [('0', '1', ['--epoch_count', '5']), ('2', '2', [])])
+def test_stop_and_continue_is_bit_exact(tiny_dataset, tmp_path, workers, batch_size, resume_extra):
+    """With 0 and 2 loader processes; a pix2pix-style --epoch_count on resume must not change the schedule."""
     # two iterations per epoch, two epochs; the learning rate decays after the first
     common = ['--batch_size', batch_size, '--max_dataset_size', str(2 * int(batch_size)), '--niter', '1',
               '--niter_decay', '1', '--num_threads', workers, '--save_epoch_freq', '1', '--no_html']
@@ -126,12 +127,14 @@ def test_stop_and_continue_is_bit_exact(tiny_dataset, tmp_path, workers, batch_s
     st = load_state(tmp_path / 'part' / 'latest_train_state.pth')
     assert (st['epoch'], st['epoch_iter'], st['total_iters']) == (2, 1, 3)
     assert not same_weights(tmp_path / 'full', tmp_path / 'part')
-    assert train.main(tiny_args(tiny_dataset, tmp_path, 'part', *common, '--continue_train')) == 0
+    assert train.main(tiny_args(tiny_dataset, tmp_path, 'part', *common, '--continue_train', *resume_extra)) == 0
     assert same_weights(tmp_path / 'full', tmp_path / 'part')
     a, b = (load_state(tmp_path / n / 'latest_train_state.pth') for n in ('full', 'part'))
     assert a['total_iters'] == b['total_iters'] == 4
     for sa, sb in zip(a['model']['optimizers'], b['model']['optimizers']):
         assert all(torch.equal(sa['state'][i]['exp_avg_sq'], sb['state'][i]['exp_avg_sq']) for i in sa['state'])
+        assert [g['lr'] for g in sa['param_groups']] == [g['lr'] for g in sb['param_groups']]
+    assert a['model']['schedulers'] == b['model']['schedulers']  # same learning-rate schedule, stepped as often
     assert torch.equal(a['rng'][0]['torch'], b['rng'][0]['torch'])
 
 
