@@ -184,17 +184,19 @@ class PartialConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         kh, kw = self.kernel_size
-        with torch.no_grad():
+        # the mask sums and ratios stay in float32 under autocast: in float16, s + 1e-8 rounds to 0 and the
+        # ratio outside the mask becomes inf * 0 = NaN
+        with torch.no_grad(), torch.autocast(device_type=mask.device.type, enabled=False):
+            mask = mask.float()
             ones = torch.ones(1, 1, kh, kw, dtype=mask.dtype, device=mask.device)
             s = F.conv2d(mask, ones, stride=self.stride, padding=self.padding, dilation=self.dilation)
             update = torch.clamp(s, 0, 1)
             ratio = (kh * kw) / (s + 1e-8) * update
-        raw = super().forward(x * mask.to(x.dtype))
-        ratio = ratio.to(raw.dtype)
+        raw = super().forward(x * mask.to(x.dtype)).float()
         if self.bias is None:
             return raw * ratio, update
-        b = self.bias.view(1, -1, 1, 1)
-        return ((raw - b) * ratio + b) * update.to(raw.dtype), update
+        b = self.bias.view(1, -1, 1, 1).float()
+        return ((raw - b) * ratio + b) * update, update
 
 
 class StyleEncoder(nn.Module):

@@ -192,3 +192,14 @@ def test_euclidean_triplet_against_hand_values():
     assert expected == pytest.approx(0.2, abs=1e-5)
     with pytest.raises(ValueError, match='channelwise or euclidean'):
         networks.triplet_loss(a, p, n, 0.1, 'cosine')
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_extractor_is_finite_under_autocast(dtype):
+    torch.manual_seed(0)
+    E = networks.define_E(16, ndf=8)
+    comp, mask = _inputs(2)
+    with torch.autocast(device_type='cpu', dtype=dtype):
+        z = E(comp, 1 - mask)
+    assert torch.isfinite(z).all()
+    assert torch.allclose(z.float(), E(comp, 1 - mask), atol=0.05, rtol=0.05)
