@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from models import networks
 
@@ -203,3 +204,13 @@ def test_extractor_is_finite_under_autocast(dtype):
         z = E(comp, 1 - mask)
     assert torch.isfinite(z).all()
     assert torch.allclose(z.float(), E(comp, 1 - mask), atol=0.05, rtol=0.05)
+
+
+def test_skip_connection_carries_the_in_place_leaky_relu():
+    """The released (pix2pix) quirk the released weights expect: the skip holds LeakyReLU(x), not x."""
+    torch.manual_seed(0)
+    block = networks.UnetBlock(4, 8, innermost=True, norm_layer=nn.BatchNorm2d)
+    x = torch.randn(1, 4, 8, 8)
+    out = block(x.clone())
+    assert torch.allclose(out[:, :4], F.leaky_relu(x, 0.2))
+    assert not torch.allclose(out[:, :4], x)
