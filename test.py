@@ -86,6 +86,8 @@ def resolve_architecture(options: TestOptions, opt: argparse.Namespace, argv: Se
         return
     arch = infer_architecture(load_state_dict_file(paths['G']), load_state_dict_file(paths['E']))
     found = {name: arch[name] for name in todo if name in arch}
+    if not found:
+        return
     for name, value in found.items():
         setattr(opt, name, value)
     if 'input_nc' not in given:
@@ -121,7 +123,9 @@ def describe_protocol(opt: argparse.Namespace) -> str:
         if opt.invert_mask:
             parts.append('inverted mask fed to G and E (background harmonization; metrics still against real '
                          'with the foreground mask)')
-    parts.append('outputs truncated to uint8 like the released tensor2im; fMSE with the nearest-resized mask')
+    size = f'{opt.load_size}x{opt.load_size}' if opt.preprocess == 'resize' else 'original-size'
+    parts.append(f'metrics on {size} uint8 images, outputs truncated like the released tensor2im; fMSE with the '
+                 'nearest-resized mask')
     return 'protocol: ' + '; '.join(parts)
 
 
@@ -148,17 +152,18 @@ def _crop(image: np.ndarray, pad: torch.Tensor) -> np.ndarray:
     return image[:, top:image.shape[1] - bottom, left:image.shape[2] - right]
 
 
-def score_batch(out: np.ndarray, comp: np.ndarray, real: np.ndarray, mask: np.ndarray, stems: Sequence[str],
+def score_batch(out: np.ndarray, comp: np.ndarray, real: np.ndarray, mask: np.ndarray, paths: Sequence[str],
                 subsets: Sequence[str], psnr_peak: str, image_dir: str) -> list[dict[str, Any]]:
     """Metrics of one batch of uint8 images (B,H,W,3), and its harmonized images saved as ``<stem>.png``."""
     values = metrics.image_metrics(out, real, mask, psnr_peak)
     comp_mse = metrics.mse(comp, real)
     rows = []
-    for i, (stem, subset) in enumerate(zip(stems, subsets)):
+    for i, (path, subset) in enumerate(zip(paths, subsets)):
+        stem = Path(path).stem
         save_png(out[i], os.path.join(image_dir, stem + '.png'))
         row = {'image': stem, 'subset': subset}
         row.update({key: float(values[key][i]) for key in CSV_COLUMNS[2:]})
-        row['comp_mse'] = float(comp_mse[i])
+        row.update(comp_mse=float(comp_mse[i]), comp_path=path)
         rows.append(row)
     return rows
 
@@ -178,8 +183,8 @@ def evaluate(model: Optional[BaseModel], loader: DataLoader, opt: argparse.Names
         image_dir: where ``<composite stem>.png`` is written.
 
     Returns:
-        Rows in loader order with the CSV columns plus ``comp_mse`` (the composite's MSE, for the gains)
-        and ``position`` (the image's position in the dataset).
+        Rows in loader order with the CSV columns plus ``comp_mse`` (the composite's MSE, for the gains),
+        ``comp_path`` and ``position`` (the image's position in the dataset).
     """
     rows: list[dict[str, Any]] = []
     pending: deque[Future] = deque()
@@ -191,9 +196,8 @@ def evaluate(model: Optional[BaseModel], loader: DataLoader, opt: argparse.Names
             mask = batch['mask_metric'][:, 0].numpy() > 0.5
             if 'pad' in batch:  # --preprocess none (batch size 1): score the original pixels only
                 comp, real, out, mask = (_crop(a, batch['pad'][0]) for a in (comp, real, out, mask))
-            stems = [Path(p).stem for p in batch['comp_path']]
-            pending.append(pool.submit(score_batch, out, comp, real, mask, stems, list(batch['subset']),
-                                       opt.psnr_peak, image_dir))
+            pending.append(pool.submit(score_batch, out, comp, real, mask, list(batch['comp_path']),
+                                       list(batch['subset']), opt.psnr_peak, image_dir))
             while len(pending) > MAX_PENDING:
                 rows.extend(pending.popleft().result())
         while pending:
@@ -204,6 +208,16 @@ def evaluate(model: Optional[BaseModel], loader: DataLoader, opt: argparse.Names
 
 
 # ----------------------------------------------------------------------------- outputs
+def check_unique_stems(rows: Sequence[dict[str, Any]]) -> None:
+    """Raise if two different composites share a file stem (one ``images/<stem>.png`` would hide the other)."""
+    seen: dict[str, str] = {}
+    for row in rows:
+        other = seen.setdefault(row['image'], row['comp_path'])
+        if other != row['comp_path']:
+            raise ValueError(f'{other} and {row["comp_path"]} share the file stem {row["image"]!r}, so '
+                             f'images/{row["image"]}.png holds only one of them: rename one')
+
+
 def write_csv(rows: Sequence[dict[str, Any]], path: str) -> None:
     """One line per image with :data:`CSV_COLUMNS`; floats at full precision, ``nan`` for empty foregrounds."""
     with open(path, 'w', newline='') as f:
@@ -272,6 +286,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging('--verbose' in argv)
     options = TestOptions()
     opt = options.parse(argv)
+    if opt.preprocess not in ('resize', 'none'):
+        raise ValueError(f'--preprocess {opt.preprocess} is a training augmentation: test with resize (the '
+                         'protocol, the default) or none (original sizes, --batch_size 1)')
     torch.manual_seed(opt.seed)
     if opt.baseline == 'none':
         resolve_architecture(options, opt, argv)
@@ -297,10 +314,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.perf_counter()
     rows = evaluate(model, loader, opt, image_dir)
     seconds = time.perf_counter() - start
-    stems = [r['image'] for r in rows]
-    if len(set(stems)) != len(stems):
-        raise ValueError('two composites of the test list share a file name stem; their images/<stem>.png '
-                         'overwrote each other')
+    check_unique_stems(rows)
 
     groups = metrics.summarize(rows)
     empty = len(rows) - groups['all']['n_fg']

@@ -231,3 +231,28 @@ def test_missing_weights_and_mismatching_architecture_are_clear_errors(tiny_data
     assert run_main(test_script.main, argv(tiny_dataset, checkpoints, tmp_path, '--ngf', '16')) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith('error: ') and 'latest_net_G.pth' in last and 'mis-shaped' in last
+
+
+def test_original_size_evaluation_scores_the_unpadded_image(tiny_dataset, checkpoints, tmp_path):
+    extra = ('--preprocess', 'none', '--batch_size', '1', '--num_test', '1')
+    assert test_script.main(argv(tiny_dataset, checkpoints, tmp_path, *extra)) == 0
+    out_dir = tmp_path / 'tiny' / 'latest_test'
+    row = read_csv(out_dir / 'metrics.csv')[0]
+    out = np.asarray(Image.open(out_dir / 'images' / f'{row["image"]}.png')).astype(np.float64)
+    listed = (tiny_dataset / 'IHD_test.txt').read_text().split()[0]
+    real_name = listed.split('/')[-1].rsplit('_', 2)[0] + '.jpg'
+    real = np.asarray(Image.open(tiny_dataset / 'HCOCO' / 'real_images' / real_name)).astype(np.float64)
+    assert out.shape == real.shape == (272, 320, 3)  # the padding to 512×512 is cut off again
+    assert float(row['mse']) == pytest.approx(((out - real) ** 2).mean(), rel=1e-12)
+
+
+def test_unique_stems_and_training_preprocess_are_checked(tiny_dataset, checkpoints, tmp_path, capsys):
+    rows = [{'image': 'a_1_1', 'comp_path': '/x/HCOCO/composite_images/a_1_1.jpg'},
+            {'image': 'a_1_1', 'comp_path': '/x/HCOCO/composite_images/a_1_1.jpg'}]  # a listed-twice line is fine
+    test_script.check_unique_stems(rows)
+    rows.append({'image': 'a_1_1', 'comp_path': '/x/HFlickr/composite_images/a_1_1.jpg'})
+    with pytest.raises(ValueError, match='share the file stem'):
+        test_script.check_unique_stems(rows)
+    extra = ('--preprocess', 'resize_and_crop')
+    assert run_main(test_script.main, argv(tiny_dataset, checkpoints, tmp_path, *extra)) == 2
+    assert 'error: --preprocess resize_and_crop is a training augmentation' in capsys.readouterr().err
