@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Subset, default_collate
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -60,8 +60,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument('--ngf', type=int, default=64, help='generator width (64: the released model)')
     p.add_argument('--batch_size', type=int, default=8, help="test.py's --batch_size")
     p.add_argument('--num_threads', type=int, default=2, help="test.py's loader workers (--num_threads)")
-    p.add_argument('--repeats', type=int, default=2, help='runs of each procedure, alternating; the best counts')
+    p.add_argument('--repeats', type=int, default=3, help='runs of each procedure, alternating; the best counts')
     p.add_argument('--work_dir', default='', help='where data, weights and results go (default: a temp folder)')
+    p.add_argument('--torch_threads', type=int, default=0,
+                   help="torch's intra-op threads for both procedures (0: torch's default, one per core)")
+    p.add_argument('--no_breakdown', dest='breakdown', action='store_false',
+                   help='skip the table of CPU time per stage')
     p.add_argument('--verbose', action='store_true', help='show the logs of the runs')
     args = p.parse_args(argv)
     if args.num_images < 1 or args.repeats < 1 or args.batch_size < 1 or args.num_threads < 0:
@@ -118,6 +122,61 @@ def run_released(common: list[str], results: Path, num_images: int) -> float:
     return time.perf_counter() - start
 
 
+def cpu_breakdown(common: list[str], results: Path, num_images: int) -> dict[str, tuple[float, float]]:
+    """CPU milliseconds per image of each stage on one thread, for (test.py, released procedure).
+
+    Thread CPU time does not count waiting for other processes, so these numbers hold on a busy machine too;
+    they show where the time goes and which part the two procedures share.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        opt = TestOptions().parse(common + ['--results_dir', str(results)])
+        model = create_model(opt)
+        model.setup()
+        dataset = create_dataset(opt, 'test')
+        k = min(num_images, 4)  # the networks and metrics cost the same for every 256×256 image
+        batches = [default_collate([dataset[i]]) for i in range(k)]
+
+        def per_image(fn) -> float:
+            best = math.inf
+            for _ in range(2):
+                start = time.thread_time()
+                for b in batches:
+                    fn(b)
+                best = min(best, time.thread_time() - start)
+            return 1000 * best / k
+
+        def ours(b: dict) -> None:
+            model.set_input(b)
+            model.test()
+
+        def released(b: dict) -> None:
+            with torch.no_grad():
+                model.set_input(b)
+                model.forward()
+
+        def score(b: dict) -> None:
+            out, real = output_to_uint8(b['comp']), input_to_uint8(b['real'])
+            metrics.image_metrics(out, real, b['mask_metric'][:, 0].numpy() > 0.5, opt.psnr_peak)
+            metrics.mse(input_to_uint8(b['comp']), real)
+
+        def save(b: dict) -> None:
+            save_png(input_to_uint8(b['comp'])[0], str(results / 'breakdown.png'))
+
+        start = time.thread_time()
+        for i in range(num_images):  # all of them: sizes differ between sub-datasets
+            dataset[i]
+        load = 1000 * (time.thread_time() - start) / num_images
+        stages = {'loading (decode, resize)': (load, load),
+                  'networks': (per_image(ours), per_image(released)),
+                  'metrics (SSIM included)': (per_image(score),) * 2,
+                  'PNG': (per_image(save),) * 2}
+    finally:
+        torch.set_num_threads(threads)
+    return stages
+
+
 def cpu_name() -> str:
     try:
         with open('/proc/cpuinfo') as f:
@@ -132,6 +191,8 @@ def cpu_name() -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
     if not args.verbose:
         logging.getLogger().setLevel(logging.WARNING)
     with contextlib.ExitStack() as stack:
@@ -150,6 +211,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             released.append(run_released(common, work / f'released{r}', n))
             logger.warning('run %d: test.py %.1f s, released procedure %.1f s', r + 1, ours[-1], released[-1])
         load_after = os.getloadavg()[0]
+        stages = cpu_breakdown(common, work / 'breakdown', n) if args.breakdown else {}
 
     best_ours, best_released = min(ours), min(released)
     print(f'CPU: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} '
@@ -163,6 +225,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f'{n / best_ours:.2f} |')
     print(f'\nspeed-up: {best_released / best_ours:.2f}x (all runs: test.py {", ".join(f"{t:.1f}" for t in ours)} s; '
           f'released {", ".join(f"{t:.1f}" for t in released)} s)')
+    if stages:
+        print('\nCPU time per image on one thread (ms; not affected by other processes):\n')
+        print('| stage | test.py | released |')
+        print('|---|---:|---:|')
+        for name, (a, b) in stages.items():
+            print(f'| {name} | {a:.1f} | {b:.1f} |')
+        total_a, total_b = (sum(v[i] for v in stages.values()) for i in (0, 1))
+        print(f'| total | {total_a:.1f} | {total_b:.1f} |')
+        print(f'\nwork ratio: {total_b / total_a:.2f}x; test.py gains more only where loading and scoring run '
+              'on otherwise idle cores (loader workers, the scoring thread)')
     return 0
 
 
