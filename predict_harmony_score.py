@@ -21,18 +21,11 @@ from typing import Optional, Sequence
 
 from models.inference import (DEFAULT_E_WEIGHT, HarmonyScorer, ScoreInput, find_pairs, prepare_score_input,
                               resolve_device)
-from util.cli import run_main, setup_logging
+from util.cli import positive_int, run_main, setup_logging
 
 logger = logging.getLogger('predict_harmony_score')
 
 EXIT_SOME_FAILED = 1
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text}')
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,13 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
                              '(masks/x.png); repeatable')
     parser.add_argument('--weight', type=str, default=DEFAULT_E_WEIGHT,
                         help='domain code extractor weights (the released latest_net_E.pth)')
-    parser.add_argument('--ndf', type=_positive_int, default=None,
+    parser.add_argument('--ndf', type=positive_int, default=None,
                         help='extractor width (64 in the released model); unset: read from the weights')
-    parser.add_argument('--style_dim', type=_positive_int, default=None,
+    parser.add_argument('--style_dim', type=positive_int, default=None,
                         help='domain code length (16 in the released model); unset: read from the weights')
     parser.add_argument('--gpu', '--gpu_ids', dest='gpu', type=int, default=0,
                         help='GPU id; -1 (or no CUDA) for the CPU')
-    parser.add_argument('--batch_size', type=_positive_int, default=16, help='composites per extractor pass')
+    parser.add_argument('--batch_size', type=positive_int, default=16, help='composites per extractor pass')
     parser.add_argument('--format', type=str, default='text', choices=('text', 'csv', 'json'),
                         help='text: the released line with 2 decimals; csv/json: unrounded score and distance')
     parser.add_argument('--verbose', action='store_true', help='debug logging and full tracebacks')

@@ -7,8 +7,9 @@ import math
 import os
 from typing import Optional, Sequence
 
-import models
 import data
+import models
+from util.cli import positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -17,13 +18,6 @@ NORM_CHOICES = ('batch', 'instance', 'none')
 INIT_CHOICES = ('normal', 'xavier', 'kaiming', 'orthogonal')
 PREPROCESS_CHOICES = ('resize_and_crop', 'resize', 'none')
 AMP_CHOICES = ('none', 'bf16', 'fp16')
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text}')
-    return value
 
 
 def _size(text: str) -> float:
@@ -82,10 +76,10 @@ class BaseOptions:
         g.add_argument('--input_nc', type=int, default=20,
                        help='generator input channels: composite RGB (3) + mask (1) + domain code (style_dim)')
         g.add_argument('--output_nc', type=int, default=3, help='generator output channels')
-        g.add_argument('--ngf', type=_positive_int, default=64, help='generator filters in the outermost layer')
-        g.add_argument('--ndf', type=_positive_int, default=64,
+        g.add_argument('--ngf', type=positive_int, default=64, help='generator filters in the outermost layer')
+        g.add_argument('--ndf', type=positive_int, default=64,
                        help='domain code extractor filters in its first layer (64 in the released model)')
-        g.add_argument('--style_dim', type=_positive_int, default=16, help='length of the domain code')
+        g.add_argument('--style_dim', type=positive_int, default=16, help='length of the domain code')
         g.add_argument('--netG', type=str, default='s2ad', choices=NET_G_CHOICES, help='generator architecture')
         g.add_argument('--norm', type=str, default='instance', choices=NORM_CHOICES,
                        help='normalization layers (the bargainnet model sets batch)')
@@ -105,9 +99,9 @@ class BaseOptions:
                        help='dataset loader')
         g.add_argument('--serial_batches', action='store_true', help='take images in order instead of shuffling')
         g.add_argument('--num_threads', type=int, default=4, help='data loading worker processes')
-        g.add_argument('--batch_size', type=_positive_int, default=1, help='batch size (per process under torchrun)')
-        g.add_argument('--load_size', type=_positive_int, default=256, help='scale images to this size')
-        g.add_argument('--crop_size', type=_positive_int, default=256, help='then crop to this size')
+        g.add_argument('--batch_size', type=positive_int, default=1, help='batch size (per process under torchrun)')
+        g.add_argument('--load_size', type=positive_int, default=256, help='scale images to this size')
+        g.add_argument('--crop_size', type=positive_int, default=256, help='then crop to this size')
         g.add_argument('--max_dataset_size', type=_size, default=math.inf,
                        help='use at most this many images of the list')
         g.add_argument('--preprocess', type=str, default='resize_and_crop', choices=PREPROCESS_CHOICES,

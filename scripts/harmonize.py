@@ -24,18 +24,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models.inference import (DEFAULT_GRID, IMG_EXTENSIONS, METHODS, MODES, Harmonizer, find_pairs,  # noqa: E402
                               resolve_device)
-from util.cli import run_main, setup_logging  # noqa: E402
+from util.cli import positive_int, run_main, setup_logging  # noqa: E402
 
 logger = logging.getLogger('harmonize')
 
 EXIT_SOME_FAILED = 1
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text}')
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,10 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--checkpoints_dir', type=str, default='./checkpoints', help='where the experiments are')
     g.add_argument('--name', type=str, default='experiment_name', help='experiment: <checkpoints_dir>/<name>/')
     g.add_argument('--epoch', type=str, default='latest', help='loads <epoch>_net_G.pth and <epoch>_net_E.pth')
-    g.add_argument('--ngf', type=_positive_int, default=None, help='generator width; unset: read from the weights')
-    g.add_argument('--ndf', type=_positive_int, default=None,
+    g.add_argument('--ngf', type=positive_int, default=None, help='generator width; unset: read from the weights')
+    g.add_argument('--ndf', type=positive_int, default=None,
                    help='extractor width (64 in the released model); unset: read from the weights')
-    g.add_argument('--style_dim', type=_positive_int, default=None,
+    g.add_argument('--style_dim', type=positive_int, default=None,
                    help='domain code length; unset: read from the weights')
     g.add_argument('--no_dropout', action='store_true', help='the generator was trained with --no_dropout')
     g.add_argument('--eval', action='store_true',
@@ -74,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='how the change made at 256x256 reaches full resolution: affine = colour transforms fitted '
                         'at 256x256 on a --grid of cells and applied to every original pixel; delta = the '
                         'per-pixel difference, upsampled and added')
-    g.add_argument('--grid', type=_positive_int, default=DEFAULT_GRID,
+    g.add_argument('--grid', type=positive_int, default=DEFAULT_GRID,
                    help='cells per side of the grid of colour transforms (--method affine); 1: one transform')
     g.add_argument('--score', action='store_true', help='print the harmony score before and after')
     parser.add_argument('--verbose', action='store_true', help='debug logging and full tracebacks')

@@ -1,11 +1,20 @@
 """Entry-point helpers: logging set up once, and bad input turned into one-line errors."""
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from typing import Callable, Optional, Sequence
 
 EXIT_BAD_INPUT = 2
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text}')
+    return value
 
 
 def setup_logging(verbose: bool = False) -> None:
