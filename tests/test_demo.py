@@ -69,7 +69,7 @@ def test_demo_model_numbers_match_readme(tmp_path):
 
 def test_demo_pipeline_at_toy_size(tmp_path):
     res = run(['bash', 'scripts/demo.sh'], DEMO_DATA=str(tmp_path / 'data'), DEMO_RESULTS=str(tmp_path / 'res'),
-              DEMO_PER_PHOTO='1', DEMO_ITERS='3', DEMO_NGF='8', DEMO_NUM_TEST='4')
+              DEMO_PER_PHOTO='2', DEMO_ITERS='10', DEMO_NGF='8', DEMO_NUM_TEST='4')
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout
     rows = [line for line in out.splitlines() if re.match(r'\| (input composites|few-minute model|demo model)', line)]
