@@ -124,21 +124,12 @@ def setup_distributed(opt: argparse.Namespace) -> DistContext:
     return DistContext(True, rank, world, local_rank, device)
 
 
-def all_reduce_max(values: Sequence[float], ctx: DistContext) -> list[float]:
-    """Element-wise maximum of ``values`` over all processes (the values themselves without DDP)."""
+def all_reduce(values: Sequence[float], ctx: DistContext, op: str = 'sum') -> list[float]:
+    """Element-wise ``op`` ('sum' or 'max') of ``values`` over all processes (the values themselves without DDP)."""
     if not ctx.enabled:
         return list(values)
     t = torch.tensor(list(values), dtype=torch.float64, device=ctx.device)
-    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
-    return t.tolist()
-
-
-def all_reduce_sum(values: Sequence[float], ctx: DistContext) -> list[float]:
-    """Element-wise sum of ``values`` over all processes."""
-    if not ctx.enabled:
-        return list(values)
-    t = torch.tensor(list(values), dtype=torch.float64, device=ctx.device)
-    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.SUM)
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX if op == 'max' else torch_dist.ReduceOp.SUM)
     return t.tolist()
 
 
@@ -584,8 +575,8 @@ class Trainer:
                 t_comp += now - iter_start
                 n_timed += 1
 
-                bad, stop = all_reduce_max([0.0 if math.isfinite(total) else 1.0,
-                                            0.0 if self.stop.signum is None else 1.0], ctx)
+                bad, stop = all_reduce([0.0 if math.isfinite(total) else 1.0,
+                                        0.0 if self.stop.signum is None else 1.0], ctx, 'max')
                 if bad:
                     kind = 'nan' if any(math.isnan(v) for v in losses.values()) or math.isnan(total) else 'infinite'
                     if not math.isfinite(total):
@@ -639,7 +630,7 @@ class Trainer:
     def end_epoch(self, epoch: int) -> None:
         """Step the schedulers (once per epoch, the released semantics) and save ``latest`` and ``<epoch>``."""
         opt, pos = self.opt, self.pos
-        loss_sum, count = all_reduce_sum([self.loss_sum, self.loss_count], self.ctx)
+        loss_sum, count = all_reduce([self.loss_sum, self.loss_count], self.ctx, 'sum')
         lr = self.model.update_learning_rate(loss_sum / max(count, 1))
         self.loss_sum, self.loss_count = 0.0, 0
         logger.info('end of epoch %d of %d: learning rate %.7f', epoch, opt.niter + opt.niter_decay, lr)
