@@ -141,3 +141,17 @@ def test_test_path_is_light_and_batch_size_independent(tmp_path, eval_flag):
     model.test()
     assert torch.equal(model.harm, together)  # repeatable: dropout masks come from --seed and the index
     assert model.nets['G'].training is not bool(eval_flag)
+
+
+@pytest.mark.parametrize('amp', ['bf16', 'fp16'])
+def test_mixed_precision_training_steps_are_finite(tmp_path, amp):
+    model = train_model(tmp_path, '--amp', amp, '--batch_size', '2')
+    assert (model.scaler is not None) == (amp == 'fp16')
+    before = model.nets['G'].weight.clone()
+    for _ in range(2):
+        model.set_input(batch(2))
+        model.optimize_parameters()
+        assert all(torch.isfinite(torch.tensor(v)) for v in model.get_current_losses().values())
+    assert torch.isfinite(model.harm).all() and model.harm.dtype in (torch.float16, torch.bfloat16)
+    assert not torch.equal(model.nets['G'].weight, before)
+    assert all(torch.isfinite(p).all() for net in model.nets.values() for p in net.parameters())
