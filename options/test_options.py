@@ -27,6 +27,9 @@ class TestOptions(BaseOptions):
                        help='composite: evaluate the input composites themselves, no weights loaded')
         g.add_argument('--invert_mask', action='store_true',
                        help='background harmonization: feed the inverted mask to G and E')
+        g.add_argument('--batched_forward', action='store_true',
+                       help='run the networks on whole batches: faster on GPUs, but results may differ in a few '
+                            'truncated uint8 pixels between batch sizes (default: one image per forward, identical)')
         g.add_argument('--num_html', type=int, default=20,
                        help='images with the largest and the smallest gains shown in index.html')
         parser.set_defaults(preprocess='resize')

@@ -146,6 +146,19 @@ def test_batch_sizes_give_identical_results(tiny_dataset, checkpoints, tmp_path)
         assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(db / 'images' / png.name)))
 
 
+def test_batched_forward_stays_within_one_level(tiny_dataset, checkpoints, tmp_path):
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    assert test_script.main(argv(tiny_dataset, checkpoints, a, '--batch_size', '1')) == 0
+    assert test_script.main(argv(tiny_dataset, checkpoints, b, '--batch_size', '4', '--batched_forward')) == 0
+    da, db = a / 'tiny' / 'latest_test', b / 'tiny' / 'latest_test'
+    for png in (da / 'images').iterdir():
+        x = np.asarray(Image.open(png)).astype(int)
+        y = np.asarray(Image.open(db / 'images' / png.name)).astype(int)
+        assert np.abs(x - y).max() <= 1 and (x != y).mean() < 0.01  # truncation flips, nothing else
+    for ra, rb in zip(read_csv(da / 'metrics.csv'), read_csv(db / 'metrics.csv')):
+        assert ra['image'] == rb['image'] and float(ra['mse']) == pytest.approx(float(rb['mse']), abs=0.05)
+
+
 def test_dynamic_peak_and_num_test(tiny_dataset, checkpoints, tmp_path):
     assert test_script.main(argv(tiny_dataset, checkpoints, tmp_path, '--psnr_peak', 'dynamic',
                                  '--num_test', '3', '--batch_size', '2')) == 0
