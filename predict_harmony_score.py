@@ -21,11 +21,9 @@ from typing import Optional, Sequence
 
 from models.inference import (DEFAULT_E_WEIGHT, HarmonyScorer, ScoreInput, find_pairs, prepare_score_input,
                               resolve_device)
-from util.cli import positive_int, run_main, setup_logging
+from util.cli import EXIT_SOME_FAILED, add_pair_arguments, positive_int, run_main, setup_logging
 
 logger = logging.getLogger('predict_harmony_score')
-
-EXIT_SOME_FAILED = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,14 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split('\n\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog='Exit status: 0 all scored, 1 some composites failed (error lines on stderr), 2 bad arguments or '
                'weights.')
-    parser.add_argument('--image', action='append', default=[],
-                        help='a composite, or a folder of composites; repeat with --mask')
-    parser.add_argument('--mask', action='append', default=[],
-                        help='the mask of the --image of the same position (white = foreground), or a folder of '
-                             'masks named like the composites')
-    parser.add_argument('--input_dir', action='append', default=[],
-                        help='a folder of composites with masks beside them (x.jpg + x_mask.png) or in masks/ '
-                             '(masks/x.png); repeatable')
+    add_pair_arguments(parser)
     parser.add_argument('--weight', type=str, default=DEFAULT_E_WEIGHT,
                         help='domain code extractor weights (the released latest_net_E.pth)')
     parser.add_argument('--ndf', type=positive_int, default=None,

@@ -24,11 +24,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models.inference import (DEFAULT_GRID, IMG_EXTENSIONS, METHODS, MODES, Harmonizer, find_pairs,  # noqa: E402
                               resolve_device)
-from util.cli import positive_int, run_main, setup_logging  # noqa: E402
+from util.cli import (EXIT_SOME_FAILED, add_pair_arguments, positive_int, run_main,  # noqa: E402
+                      setup_logging)
 
 logger = logging.getLogger('harmonize')
-
-EXIT_SOME_FAILED = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,11 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog='Exit status: 0 all harmonized, 1 some composites failed (error lines on stderr), 2 bad arguments '
                'or weights.')
     g = parser.add_argument_group('input and output')
-    g.add_argument('--image', action='append', default=[], help='a composite, or a folder of composites')
-    g.add_argument('--mask', action='append', default=[],
-                   help='its mask (white = foreground), or a folder of masks named like the composites')
-    g.add_argument('--input_dir', action='append', default=[],
-                   help='a folder of composites with masks beside them (x_mask.png) or in masks/')
+    add_pair_arguments(g)
     g.add_argument('--out', type=str, required=True,
                    help='the result file for a single composite (.png keeps the unchanged pixels bit-identical), '
                         'otherwise a folder that receives <stem>.png')

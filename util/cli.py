@@ -7,6 +7,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 EXIT_BAD_INPUT = 2
+EXIT_SOME_FAILED = 1  # scripts that process many inputs: some of them failed, the others completed
 
 
 def positive_int(text: str) -> int:
@@ -39,3 +40,15 @@ def run_main(main: Callable[[Optional[Sequence[str]]], int | None], argv: Option
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         return 130
+
+
+def add_pair_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--image``, ``--mask`` and ``--input_dir``: the composite + mask inputs of ``models.inference.find_pairs``."""
+    parser.add_argument('--image', action='append', default=[],
+                        help='a composite, or a folder of composites; repeat with --mask')
+    parser.add_argument('--mask', action='append', default=[],
+                        help='the mask of the --image of the same position (white = foreground), or a folder of '
+                             'masks named like the composites')
+    parser.add_argument('--input_dir', action='append', default=[],
+                        help='a folder of composites with masks beside them (x.jpg + x_mask.png) or in masks/ '
+                             '(masks/x.png); repeatable')
