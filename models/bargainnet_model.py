@@ -134,14 +134,13 @@ class BargainNetModel(BaseModel):
             self.harm, self.z_b, self.z_f, self.z_hf, self.z_cf = self.step_module(self.comp, self.real, self.mask)
 
     def compute_losses(self) -> torch.Tensor:
+        """L1 + weighted triplets (SPEC §3), in float32 whatever --amp computed the forward in."""
         opt = self.opt
-        with self.autocast():
-            self.loss_L1 = F.l1_loss(self.harm.float(), self.real.float())
-            codes = [z.float() for z in (self.z_b, self.z_f, self.z_hf, self.z_cf)]
-            z_b, z_f, z_hf, z_cf = codes
-            t_ff2 = networks.triplet_loss(z_f, z_hf, z_cf, opt.margin, opt.triplet_distance)
-            t_f2b = networks.triplet_loss(z_hf, z_b, z_cf, opt.margin, opt.triplet_distance)
-            self.loss_tri = opt.lambda_tri * (opt.lambda_ff2 * t_ff2 + opt.lambda_f2b * t_f2b)
+        self.loss_L1 = F.l1_loss(self.harm.float(), self.real.float())
+        z_b, z_f, z_hf, z_cf = (z.float() for z in (self.z_b, self.z_f, self.z_hf, self.z_cf))
+        t_ff2 = networks.triplet_loss(z_f, z_hf, z_cf, opt.margin, opt.triplet_distance)
+        t_f2b = networks.triplet_loss(z_hf, z_b, z_cf, opt.margin, opt.triplet_distance)
+        self.loss_tri = opt.lambda_tri * (opt.lambda_ff2 * t_ff2 + opt.lambda_f2b * t_f2b)
         self.loss_total = self.loss_L1 + self.loss_tri
         return self.loss_total
 
