@@ -16,7 +16,12 @@ can train and test without the real dataset:
   photo, retouching, a day/night illumination change) plus random exposure, white-balance and tone-curve
   changes. Real and composite are the same picture outside the mask;
 * the photos are split into training and test photos (``--test_photos``): test composites come from
-  photos that training never saw.
+  photos that training never saw;
+* against memorization (a model that learns a few photos' own colours need not look at the background):
+  ``--view_jitter`` gives every training real image a random global colour change (exposure, white balance,
+  tone curve, saturation, hue), and ``--gray_photos`` adds scikit-image's greyscale photographs to the
+  training split, each real image cut from them coloured by a random split toning. Test real images are
+  always the photos' own pixels.
 
 Images are written as JPEG (quality 95, no chroma subsampling), masks as 0/255 PNG, plus the list files
 ``IHD_train.txt``, ``IHD_test.txt``, ``<Sub>/<Sub>_train.txt``, ``<Sub>/<Sub>_test.txt`` and
@@ -60,6 +65,8 @@ IHARMONY4_TRAIN = {'HCOCO': 38545, 'HAdobe5k': 19437, 'HFlickr': 7449, 'Hday2nig
 # right view would leak the left one into the test split, so only the left is used)
 SKIMAGE_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry',
                   'retina', 'stereo_motorcycle')
+# scikit-image's greyscale photographs that load offline (``--gray_photos``: training split only)
+SKIMAGE_GRAY_PHOTOS = ('camera', 'coins', 'moon', 'brick', 'grass', 'gravel', 'clock', 'page', 'text', 'cell')
 PHOTO_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 ASPECTS = (4 / 3, 3 / 2, 16 / 9, 5 / 4, 3 / 4, 2 / 3, 4 / 5)
 MIN_LONG_SIDE = 320
@@ -78,6 +85,7 @@ class Photo:
     name: str
     pixels: np.ndarray
     masks: list[np.ndarray] = field(default_factory=list)  # the user's masks (H×W bool), if any
+    gray: bool = False  # a greyscale photograph: training split only, coloured per real image
 
 
 def skimage_photos() -> list[Photo]:
@@ -91,6 +99,14 @@ def skimage_photos() -> list[Photo]:
             img = img[0]
         photos.append(Photo(name, np.ascontiguousarray(img[..., :3]).astype(np.uint8)))
     return photos
+
+
+def skimage_gray_photos() -> list[Photo]:
+    """The greyscale photographs that scikit-image bundles (``SKIMAGE_GRAY_PHOTOS``), as grey RGB."""
+    from skimage import data
+
+    return [Photo(name, np.repeat(getattr(data, name)()[..., None], 3, axis=2).astype(np.uint8), gray=True)
+            for name in SKIMAGE_GRAY_PHOTOS]
 
 
 def load_photos(folder: str | Path) -> list[Photo]:
@@ -221,6 +237,34 @@ def apply_view_mask(mask: np.ndarray, view: View) -> np.ndarray:
     if view.flip:
         img = ImageOps.mirror(img)
     return np.asarray(img) >= 128
+
+
+def recolour_view(pixels: np.ndarray, rng: np.random.Generator, strength: float, gray: bool) -> np.ndarray:
+    """A global colour change of a whole real image (H×W×3 uint8), so that its photo's own colours vary.
+
+    A greyscale photo is first coloured by a random split toning (shadows and highlights tinted towards two
+    random colours). Then, with ``strength`` > 0: exposure ±0.5 EV, white balance ±20%, gamma and contrast,
+    saturation ±40% and a hue rotation of up to ±25 degrees, each scaled by ``strength``.
+    """
+    x = pixels.reshape(-1, 3).astype(np.float32) / np.float32(255)
+    if gray:
+        lum = x[:, :1]
+        shadow, highlight = (np.exp(rng.normal(0.0, 0.3, size=3)).astype(np.float32) for _ in range(2))
+        x = lum * ((1 - lum) * shadow / shadow.mean() + lum * highlight / highlight.mean())
+    if strength > 0:
+        x = _exposure(x, strength * rng.uniform(-0.5, 0.5))
+        x = _white_balance(x, np.exp(strength * rng.uniform(-0.2, 0.2, size=3)))
+        x = _tone_curve(x, math.exp(strength * rng.uniform(-0.3, 0.3)), strength * rng.uniform(-0.2, 0.3))
+        x = _saturation(x, 1 + strength * rng.uniform(-0.4, 0.4))
+        angle = math.radians(strength * rng.uniform(-25, 25))  # rotate the chroma plane of YIQ
+        yiq = x @ _RGB2YIQ.T
+        c, s_ = math.cos(angle), math.sin(angle)
+        yiq[:, 1], yiq[:, 2] = c * yiq[:, 1] - s_ * yiq[:, 2], s_ * yiq[:, 1] + c * yiq[:, 2]
+        x = yiq @ np.linalg.inv(_RGB2YIQ).T.astype(np.float32)
+    return np.round(np.clip(x, 0, 1) * 255).astype(np.uint8).reshape(pixels.shape)
+
+
+_RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------------------------- masks
@@ -556,12 +600,13 @@ def build_dataset(out: str | Path, photos: Optional[list[Photo]] = None, seed: i
                   views: int = 2, per_mask: int = 2, test_photos: int = 2, fg_min: float = 0.05,
                   fg_max: float = 0.5, max_side: int = 0, large_side: int = 1600,
                   subset_weights: Optional[dict[str, float]] = None, jpeg_quality: int = 95,
-                  min_change: float = 6.0, max_change: float = 45.0) -> BuildResult:
+                  min_change: float = 6.0, max_change: float = 45.0, view_jitter: float = 0.0) -> BuildResult:
     """Write an iHarmony4-layout dataset under ``out`` (which must be empty or new).
 
     Args:
         out: the dataset root to create.
-        photos: the source photos (default: :func:`skimage_photos`); those with ``masks`` use them.
+        photos: the source photos (default: :func:`skimage_photos`); those with ``masks`` use them; ``gray``
+            ones go to the training split and are coloured per real image.
         seed: the one seed of every random choice (same seed, same files).
         per_photo: composites made from each photo.
         views: real images cut from each photo (at most ``per_photo``).
@@ -575,6 +620,7 @@ def build_dataset(out: str | Path, photos: Optional[list[Photo]] = None, seed: i
         jpeg_quality: JPEG quality of real images and composites.
         min_change: the least mean absolute change of a composite's foreground, in grey levels.
         max_change: the largest one (iHarmony4's composite foregrounds differ by about 37 levels RMS).
+        view_jitter: strength of the random global colour change of every training real image (0: none).
 
     Raises:
         ValueError: bad arguments, or ``out`` is not empty.
@@ -585,9 +631,13 @@ def build_dataset(out: str | Path, photos: Optional[list[Photo]] = None, seed: i
     weights = subset_weights or {k: float(v) for k, v in IHARMONY4_TRAIN.items()}
     if per_photo < 1 or views < 1 or per_mask < 1:
         raise ValueError('--per_photo, --views and --per_mask must be at least 1')
-    if not 1 <= test_photos < len(photos):
-        raise ValueError(f'--test_photos {test_photos}: with {len(photos)} photos it must be 1..{len(photos) - 1}'
-                         ' (both splits need a photo)')
+    colour = [i for i, p in enumerate(photos) if not p.gray]  # greyscale photos are training-only
+    if not 1 <= test_photos <= len(colour) - (len(colour) == len(photos)):
+        raise ValueError(f'--test_photos {test_photos}: with {len(colour)} colour photos '
+                         f'({len(photos) - len(colour)} greyscale) it must be 1..'
+                         f'{len(colour) - (len(colour) == len(photos))} (both splits need a photo)')
+    if view_jitter < 0:
+        raise ValueError(f'--view_jitter {view_jitter} must be >= 0')
     if not 0 < fg_min < fg_max < 1:
         raise ValueError(f'--fg_min {fg_min} and --fg_max {fg_max}: need 0 < fg_min < fg_max < 1')
     if fg_min < IHARMONY4_FG_RANGE[0] or fg_max > IHARMONY4_FG_RANGE[1]:
@@ -601,8 +651,9 @@ def build_dataset(out: str | Path, photos: Optional[list[Photo]] = None, seed: i
         raise ValueError(f'--out {out} exists and is not an empty folder; choose a new one')
 
     master = np.random.default_rng(np.random.SeedSequence([seed, 0]))
-    order = master.permutation(len(photos))
-    split_of = {int(i): ('test' if k >= len(photos) - test_photos else 'train') for k, i in enumerate(order)}
+    order = master.permutation(len(colour))
+    split_of = {i: 'train' for i in range(len(photos))}
+    split_of.update({colour[int(j)]: 'test' for k, j in enumerate(order) if k >= len(colour) - test_photos})
     # every real image: (photo index, view index); sub-datasets assigned per split
     reals = {'train': [], 'test': []}
     n_views = min(views, per_photo)
@@ -633,6 +684,8 @@ def build_dataset(out: str | Path, photos: Optional[list[Photo]] = None, seed: i
             view = plan_view(photo.pixels.shape[:2], rng, first=v == 0, long_side=large, max_side=max_side,
                              whole=bool(photo.masks))
             real = apply_view(photo.pixels, view)
+            if split == 'train' and (view_jitter > 0 or photo.gray):
+                real = recolour_view(real, rng, view_jitter, photo.gray)
             h, w = real.shape[:2]
             real_name = namer.real(sub)
             _save_jpeg(real, out / sub / 'real_images' / f'{real_name}.jpg', jpeg_quality)
@@ -709,6 +762,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="least mean absolute change of a composite's foreground, in grey levels")
     p.add_argument('--max_change', type=float, default=45.0,
                    help="largest mean absolute change of a composite's foreground, in grey levels")
+    p.add_argument('--view_jitter', type=float, default=0.0,
+                   help='strength of a random global colour change (exposure, white balance, tone, saturation, '
+                        'hue) of every training real image, against memorizing the photos\' colours (0: none)')
+    p.add_argument('--gray_photos', action='store_true',
+                   help="add scikit-image's greyscale photographs (%s) to the training split, each real image "
+                        'cut from them coloured by a random split toning' % ', '.join(SKIMAGE_GRAY_PHOTOS))
     p.add_argument('--verbose', action='store_true', help='debug logging and full tracebacks')
     return p
 
@@ -717,6 +776,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     photos = load_photos(args.photos) if args.photos else skimage_photos()
+    if args.gray_photos:
+        photos += skimage_gray_photos()
     if args.masks:
         attach_user_masks(photos, args.masks)
     weights = parse_subset_weights(args.subset_weights) if args.subset_weights else None
@@ -724,7 +785,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         per_mask=args.per_mask, test_photos=args.test_photos, fg_min=args.fg_min,
                         fg_max=args.fg_max, max_side=args.max_side, large_side=args.large_side,
                         subset_weights=weights, jpeg_quality=args.jpeg_quality, min_change=args.min_change,
-                        max_change=args.max_change)
+                        max_change=args.max_change, view_jitter=args.view_jitter)
     for split in ('train', 'test'):
         c = res.counts[split]
         logger.info('%-5s %4d composites (%s)', split, sum(c.values()), ', '.join(f'{k} {v}' for k, v in c.items()))

@@ -157,6 +157,49 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path):
         make.build_dataset(tmp_path / 'e', photos, fg_min=0.5, fg_max=0.2)
 
 
+def test_recolour_view_changes_colours_globally_and_colours_grey_photos():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(30, 220, size=(40, 50, 3), dtype=np.uint8)
+    assert np.array_equal(make.recolour_view(pixels, rng, 0.0, gray=False), pixels)  # strength 0: untouched
+    means = []
+    for seed in range(6):
+        out = make.recolour_view(pixels, np.random.default_rng(seed), 1.0, gray=False)
+        assert out.shape == pixels.shape and out.dtype == np.uint8
+        # a global change: one smooth colour mapping, so equal input pixels stay equal
+        assert np.array_equal(out[0, 0], make.recolour_view(np.broadcast_to(pixels[0, 0], (2, 2, 3)).copy(),
+                                                             np.random.default_rng(seed), 1.0, gray=False)[1, 1])
+        means.append(out.reshape(-1, 3).mean(0))
+    assert np.ptp(np.array(means), axis=0).min() > 5  # each channel's mean moves from one view to another
+    grey = np.repeat(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], 3, axis=2)
+    toned = make.recolour_view(grey, np.random.default_rng(1), 0.0, gray=True).astype(int)
+    assert np.abs(toned[..., 0] - toned[..., 2]).max() > 10  # coloured
+    lum = toned @ np.array([0.299, 0.587, 0.114])
+    assert np.all(np.diff(lum[0]) >= -1)  # the tones keep their order
+
+
+def test_gray_photos_train_only_and_view_jitter_spares_the_test_split(tmp_path):
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 1, 320)[None, :, None] * np.linspace(0.3, 1, 240)[:, None, None]
+    colour = [make.Photo(f'p{i}', (ramp * rng.uniform(60, 250, size=3)).astype(np.uint8)) for i in range(2)]
+    grey = [make.Photo(f'g{i}', np.repeat(rng.integers(0, 256, size=(200, 300, 1), dtype=np.uint8), 3, axis=2),
+                       gray=True) for i in range(3)]
+    res = make.build_dataset(tmp_path / 'ds', colour + grey, seed=1, per_photo=2, views=1, per_mask=2,
+                             test_photos=2, large_side=0, view_jitter=1.0)  # every colour photo may be a test one
+    assert res.test_photos == ['p0', 'p1'] and res.train_photos == ['g0', 'g1', 'g2']
+    rows = list(csv.DictReader(open(tmp_path / 'ds' / 'synthetic_manifest.csv')))
+    for r in rows:
+        real = read_rgb(tmp_path / 'ds' / r['real'])
+        if r['split'] == 'test':  # the photo's own pixels (first view: the whole photo), up to JPEG coding
+            photo = next(p for p in colour if p.name == r['photo']).pixels.astype(int)
+            assert np.abs(real - photo).mean() < 3
+        else:
+            assert np.abs(real[..., 0] - real[..., 2]).mean() > 3  # a greyscale photo, coloured
+    with pytest.raises(ValueError, match='--test_photos 3: with 2 colour photos'):
+        make.build_dataset(tmp_path / 'e', colour + grey, test_photos=3)
+    with pytest.raises(ValueError, match='--view_jitter'):
+        make.build_dataset(tmp_path / 'f', colour + grey, test_photos=1, view_jitter=-1)
+
+
 def test_user_photos_and_masks_from_the_command_line(tmp_path, capsys):
     photos, masks = tmp_path / 'photos', tmp_path / 'masks'
     photos.mkdir()
