@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from . import networks
+from . import networks, prepack
 from .checkpoint import check_state_dict, infer_architecture, load_state_dict_file
 
 logger = logging.getLogger(__name__)
@@ -437,13 +437,17 @@ class Harmonizer:
 
     ``per_image`` (default) is the released test behaviour: BatchNorm with each image's own statistics and active
     dropout, its masks drawn from ``seed`` (the same seed for every image, so a result depends on that image
-    alone); ``per_image=False`` is ``--eval``: running statistics and no dropout.
+    alone); ``per_image=False`` is ``--eval``: running statistics and no dropout. On the CPU, G's transposed
+    convolutions get prepacked weights (:mod:`models.prepack`: same outputs, faster) unless ``prepack_weights``
+    is False.
     """
 
     def __init__(self, netG: nn.Module, netE: nn.Module, device: Optional[Device] = None, per_image: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, prepack_weights: bool = True) -> None:
         self.netG, self.netE = netG, netE
         self.device = torch.device(device) if device is not None else next(netG.parameters()).device
+        if prepack_weights and self.device.type == 'cpu':
+            prepack.prepack(netG)  # same outputs, faster transposed convolutions (models/prepack.py)
         self.per_image = per_image
         self.seed = seed
         self.scorer = HarmonyScorer(netE, self.device)  # the same E, in eval mode while scoring

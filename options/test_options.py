@@ -30,6 +30,9 @@ class TestOptions(BaseOptions):
         g.add_argument('--batched_forward', action='store_true',
                        help='run the networks on whole batches: faster on GPUs, but results may differ in a few '
                             'truncated uint8 pixels between batch sizes (default: one image per forward, identical)')
+        g.add_argument('--no_prepack', action='store_true',
+                       help="on the CPU, run the generator's transposed convolutions with PyTorch's per-call weight "
+                            'reorder instead of weights prepacked once (same results, slower; see models/prepack.py)')
         g.add_argument('--num_html', type=int, default=20,
                        help='images with the largest and the smallest gains shown in index.html')
         parser.set_defaults(preprocess='resize')

@@ -2,10 +2,12 @@
 
 * ``test.py``: its own evaluation loop: batches of ``--batch_size`` loaded by ``--num_threads`` worker
   processes, one extractor pass (the background code) and one generator pass per image under
-  ``torch.inference_mode``, vectorized metrics.
+  ``torch.inference_mode``, the generator's transposed convolutions with prepacked weights
+  (``models/prepack.py``, bit-identical outputs), vectorized metrics.
 * ``released procedure``: a loop that follows the released test: batch size 1, loading in the main
   process, the training forward (four extractor passes and the generator, train-mode BatchNorm on the
-  single image) under ``torch.no_grad`` as pix2pix's ``BaseModel.test`` did.
+  single image) under ``torch.no_grad`` as pix2pix's ``BaseModel.test`` did, PyTorch's own convolution
+  calls.
 
 Both score every image with the same metrics (MSE, PSNR, fMSE, fPSNR, SSIM) and save the same PNG, so
 the comparison is of the procedures alone. Both use the same untrained weights (speed does not depend on
@@ -89,9 +91,10 @@ def save_weights(checkpoints: Path, ngf: int) -> None:
     atomic_save(plain_state_dict(networks.define_E(16, 64, 'batch')), str(checkpoints / 'bench' / 'latest_net_E.pth'))
 
 
-def run_test_script(common: list[str], results: Path, batch_size: int, workers: int) -> float:
+def run_test_script(common: list[str], results: Path, batch_size: int, workers: int, *extra: str) -> float:
     """Seconds of test.py's evaluation loop (loading, networks, metrics, PNGs; not start-up)."""
-    argv = common + ['--results_dir', str(results), '--batch_size', str(batch_size), '--num_threads', str(workers)]
+    argv = common + ['--results_dir', str(results), '--batch_size', str(batch_size), '--num_threads', str(workers),
+                     *extra]
     with contextlib.redirect_stdout(io.StringIO()):
         if test_script.main(argv) != 0:
             raise RuntimeError('test.py failed')
@@ -101,7 +104,8 @@ def run_test_script(common: list[str], results: Path, batch_size: int, workers: 
 
 def run_released(common: list[str], results: Path, num_images: int) -> float:
     """Seconds of a per-image loop that follows the released test procedure (see the module docstring)."""
-    opt = TestOptions().parse(common + ['--results_dir', str(results), '--batch_size', '1', '--num_threads', '0'])
+    opt = TestOptions().parse(common + ['--results_dir', str(results), '--batch_size', '1', '--num_threads', '0',
+                                        '--no_prepack'])  # PyTorch's own convolution calls, as released
     model = create_model(opt)
     model.setup()  # loads the weights, networks in train mode (the released test had no --eval)
     dataset = Subset(create_dataset(opt, 'test'), range(num_images))
@@ -122,6 +126,13 @@ def run_released(common: list[str], results: Path, num_images: int) -> float:
     return time.perf_counter() - start
 
 
+def same_images(first: Path, second: Path) -> tuple[int, int]:
+    """How many PNGs of ``second`` ``first`` has byte for byte, and how many ``second`` has."""
+    files = sorted(second.glob('*.png'))
+    same = sum((first / f.name).is_file() and (first / f.name).read_bytes() == f.read_bytes() for f in files)
+    return same, len(files)
+
+
 def cpu_breakdown(common: list[str], results: Path, num_images: int) -> dict[str, tuple[float, float]]:
     """CPU milliseconds per image of each stage on one thread, for (test.py, released procedure).
 
@@ -133,7 +144,9 @@ def cpu_breakdown(common: list[str], results: Path, num_images: int) -> dict[str
     try:
         opt = TestOptions().parse(common + ['--results_dir', str(results)])
         model = create_model(opt)
-        model.setup()
+        model.setup()  # test.py's model: G's transposed convolutions prepacked
+        plain = create_model(TestOptions().parse(common + ['--results_dir', str(results), '--no_prepack']))
+        plain.setup()  # the released procedure's: PyTorch's own convolution calls
         dataset = create_dataset(opt, 'test')
         k = min(num_images, 4)  # the networks and metrics cost the same for every 256×256 image
         batches = [default_collate([dataset[i]]) for i in range(k)]
@@ -153,8 +166,8 @@ def cpu_breakdown(common: list[str], results: Path, num_images: int) -> dict[str
 
         def released(b: dict) -> None:
             with torch.no_grad():
-                model.set_input(b)
-                model.forward()
+                plain.set_input(b)
+                plain.forward()
 
         def score(b: dict) -> None:
             out, real = output_to_uint8(b['comp']), input_to_uint8(b['real'])
@@ -205,15 +218,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         n = len(create_dataset(TestOptions().parse(common), 'test'))
         n = min(n, args.num_images)
         load_before = os.getloadavg()[0]
-        ours, released = [], []
+        ours, plain, released = [], [], []
         for r in range(args.repeats):
             ours.append(run_test_script(common, work / f'ours{r}', args.batch_size, args.num_threads))
+            plain.append(run_test_script(common, work / f'plain{r}', args.batch_size, args.num_threads,
+                                         '--no_prepack'))
             released.append(run_released(common, work / f'released{r}', n))
-            logger.warning('run %d: test.py %.1f s, released procedure %.1f s', r + 1, ours[-1], released[-1])
+            logger.warning('run %d: test.py %.1f s, test.py --no_prepack %.1f s, released procedure %.1f s', r + 1,
+                           ours[-1], plain[-1], released[-1])
         load_after = os.getloadavg()[0]
+        same, total = same_images(*(work / d / 'bench' / 'latest_test' / 'images' for d in ('ours0', 'plain0')))
         stages = cpu_breakdown(common, work / 'breakdown', n) if args.breakdown else {}
 
-    best_ours, best_released = min(ours), min(released)
+    best_ours, best_plain, best_released = min(ours), min(plain), min(released)
     print(f'CPU: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} '
           f'threads; load average {load_before:.1f} before, {load_after:.1f} after')
     print(f'{n} images of {root if args.dataset_root else "a generated dataset"}, ngf {args.ngf}, '
@@ -221,10 +238,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print('| procedure | batch | loader workers | extractor passes | grad mode | s (best) | images/s |')
     print('|---|---:|---:|---:|---|---:|---:|')
     print(f'| released (per image) | 1 | 0 | 4 | no_grad | {best_released:.1f} | {n / best_released:.2f} |')
+    print(f'| test.py --no_prepack | {args.batch_size} | {args.num_threads} | 1 | inference_mode | {best_plain:.1f} | '
+          f'{n / best_plain:.2f} |')
     print(f'| test.py | {args.batch_size} | {args.num_threads} | 1 | inference_mode | {best_ours:.1f} | '
           f'{n / best_ours:.2f} |')
-    print(f'\nspeed-up: {best_released / best_ours:.2f}x (all runs: test.py {", ".join(f"{t:.1f}" for t in ours)} s; '
-          f'released {", ".join(f"{t:.1f}" for t in released)} s)')
+
+    def runs(times: list[float]) -> str:
+        return ', '.join(f'{t:.1f}' for t in times)
+
+    print(f'\nspeed-up: {best_released / best_ours:.2f}x ({best_released / best_plain:.2f}x without prepacking); '
+          f'all runs: test.py {runs(ours)} s; --no_prepack {runs(plain)} s; released {runs(released)} s')
+    print(f'harmonized images byte-identical with and without prepacking: {same} of {total}')
     if stages:
         print('\nCPU time per image on one thread (ms; not affected by other processes):\n')
         print('| stage | test.py | released |')

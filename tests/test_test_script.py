@@ -146,6 +146,16 @@ def test_batch_sizes_give_identical_results(tiny_dataset, checkpoints, tmp_path)
         assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(db / 'images' / png.name)))
 
 
+def test_prepacked_weights_change_no_result(tiny_dataset, checkpoints, tmp_path):
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    assert test_script.main(argv(tiny_dataset, checkpoints, a, '--batch_size', '2')) == 0
+    assert test_script.main(argv(tiny_dataset, checkpoints, b, '--batch_size', '2', '--no_prepack')) == 0
+    da, db = a / 'tiny' / 'latest_test', b / 'tiny' / 'latest_test'
+    assert (da / 'metrics.csv').read_bytes() == (db / 'metrics.csv').read_bytes()
+    for png in (da / 'images').iterdir():
+        assert png.read_bytes() == (db / 'images' / png.name).read_bytes()
+
+
 def test_batched_forward_stays_within_one_level(tiny_dataset, checkpoints, tmp_path):
     a, b = tmp_path / 'a', tmp_path / 'b'
     assert test_script.main(argv(tiny_dataset, checkpoints, a, '--batch_size', '1')) == 0
