@@ -18,6 +18,15 @@ def make_pair(ngf: int, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module
     return G, copy.deepcopy(G)
 
 
+def packed_eval_pair(ngf: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A prepacked generator and its unpacked twin, both in eval mode."""
+    G, plain = make_pair(ngf)
+    G.eval()
+    plain.eval()
+    prepack.prepack(G)
+    return G, plain
+
+
 def inputs(n: int) -> list[tuple[torch.Tensor, ...]]:
     gen = torch.Generator().manual_seed(1)
     return [(torch.rand(1, 3, 256, 256, generator=gen) * 2 - 1,
@@ -48,10 +57,7 @@ def test_generator_gives_bit_identical_outputs(per_image):
 
 
 def test_weights_changed_in_place_are_packed_again():
-    G, plain = make_pair(16)
-    G.eval()
-    plain.eval()
-    prepack.prepack(G)
+    G, plain = packed_eval_pair(16)
     x = inputs(1)[0]
     with torch.no_grad():
         G(*x)
@@ -85,10 +91,7 @@ def test_autograd_and_other_dtypes_use_the_module_itself():
 
 
 def test_deepcopy_packs_its_own_weights():
-    G, plain = make_pair(8)
-    G.eval()
-    plain.eval()
-    prepack.prepack(G)
+    G, plain = packed_eval_pair(8)
     x = inputs(1)[0]
     with torch.no_grad():
         G(*x)
