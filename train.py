@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
-import hashlib
 import logging
 import math
 import os
@@ -39,7 +38,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 import data
 from models import create_model
 from models.base_model import BaseModel
-from models.checkpoint import atomic_save, plain_state_dict
+from models.checkpoint import (atomic_save, file_sha256, load_train_state_file, pending_path, plain_state_dict,
+                               state_matches, train_state_path)
 from options.train_options import TrainOptions
 from util.cli import run_main, setup_logging
 from util.visualizer import Visualizer
@@ -255,21 +255,6 @@ class SeededItems(Dataset):
 
 
 # ============================================================================ checkpoints
-def train_state_path(save_dir: str, tag: str) -> str:
-    """``<save_dir>/<tag>_train_state.pth``: optimizers, schedulers, counters, RNG states."""
-    return os.path.join(save_dir, f'{tag}_train_state.pth')
-
-
-def _pending(path: str) -> str:
-    return os.path.join(os.path.dirname(path), '.' + os.path.basename(path) + '.pending')
-
-
-def file_sha256(path: str) -> str:
-    """SHA-256 of a file's bytes."""
-    with open(path, 'rb') as f:
-        return hashlib.file_digest(f, 'sha256').hexdigest()
-
-
 def _fsync_dir(folder: str) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -301,57 +286,40 @@ def save_checkpoint(model: BaseModel, tag: str, state: dict[str, Any]) -> list[s
     nets, state_path = checkpoint_files(model, tag)
     finals = [*nets.values(), state_path]
     for path in finals:  # a stale pending set must never mix with this one
-        if os.path.exists(_pending(path)):
-            os.remove(_pending(path))
+        if os.path.exists(pending_path(path)):
+            os.remove(pending_path(path))
     digests = {}
     for name, path in nets.items():
-        atomic_save(plain_state_dict(model.nets[name]), _pending(path))
-        digests[name] = {'file': os.path.basename(path), 'sha256': file_sha256(_pending(path))}
-    atomic_save({**state, 'tag': tag, 'networks': digests}, _pending(state_path))
+        atomic_save(plain_state_dict(model.nets[name]), pending_path(path))
+        digests[name] = {'file': os.path.basename(path), 'sha256': file_sha256(pending_path(path))}
+    atomic_save({**state, 'tag': tag, 'networks': digests}, pending_path(state_path))
     for path in finals:  # the state last: its arrival marks the set complete
-        os.replace(_pending(path), path)
+        os.replace(pending_path(path), path)
     _fsync_dir(model.save_dir)
     return finals
-
-
-def _load_state_file(path: str) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # corrupt or not a weights-only file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f'{path}: cannot be loaded as a training state ({first})') from exc
-    if not isinstance(state, dict) or 'networks' not in state or 'model' not in state:
-        raise ValueError(f'{path}: is not a training state written by train.py')
-    return state
-
-
-def _matches(state: dict[str, Any], net_paths: dict[str, str]) -> bool:
-    digests = state.get('networks', {})
-    return all(name in digests and os.path.isfile(path) and file_sha256(path) == digests[name]['sha256']
-               for name, path in net_paths.items())
 
 
 def recover_checkpoint(model: BaseModel, tag: str) -> None:
     """Finish or discard a save of ``tag`` that a killed process left half done (see :func:`save_checkpoint`)."""
     nets, state_path = checkpoint_files(model, tag)
     finals = [*nets.values(), state_path]
-    pending_state = _pending(state_path)
+    pending_state = pending_path(state_path)
     if os.path.exists(pending_state):
         try:
-            state = _load_state_file(pending_state)
-            newest = {name: _pending(p) if os.path.exists(_pending(p)) else p for name, p in nets.items()}
-            complete = _matches(state, newest)
+            state = load_train_state_file(pending_state)
+            newest = {name: pending_path(p) if os.path.exists(pending_path(p)) else p for name, p in nets.items()}
+            complete = state_matches(state, newest)
         except ValueError:
             complete = False
         if complete:
             for path in finals:
-                if os.path.exists(_pending(path)):
-                    os.replace(_pending(path), path)
+                if os.path.exists(pending_path(path)):
+                    os.replace(pending_path(path), path)
             _fsync_dir(model.save_dir)
             logger.warning('finished the save of %s that an interrupted run had left half done', state_path)
     for path in finals:
-        if os.path.exists(_pending(path)):
-            os.remove(_pending(path))
+        if os.path.exists(pending_path(path)):
+            os.remove(pending_path(path))
         for tmp in glob.glob(os.path.join(glob.escape(os.path.dirname(path)),
                                           '.' + glob.escape(os.path.basename(path)) + '*.tmp')):
             os.remove(tmp)
@@ -368,10 +336,10 @@ def load_train_state(model: BaseModel, tag: str) -> Optional[dict[str, Any]]:
         logger.warning('no training state %s: continuing from the weights %s with fresh optimizers and '
                        'schedulers (the released checkpoints hold weights only)', path, ', '.join(nets.values()))
         return None
-    state = _load_state_file(path)
+    state = load_train_state_file(path)
     if state.get('format') != STATE_FORMAT:
         raise ValueError(f'{path}: training-state format {state.get("format")} is not {STATE_FORMAT}')
-    if not _matches(state, nets):
+    if not state_matches(state, nets):
         logger.warning('%s was saved with other weights than %s (they were replaced since): continuing from the '
                        'weights with fresh optimizers and schedulers', path, ', '.join(nets.values()))
         return None

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from torch.optim import lr_scheduler
 
-from .checkpoint import atomic_save, load_network, plain_state_dict
+from .checkpoint import atomic_save, check_saved_set, load_network, plain_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,7 @@ class BaseModel(ABC):
             raise FileNotFoundError(
                 f'weights not found: {", ".join(missing)} (--name {self.opt.name}, --checkpoints_dir '
                 f'{self.opt.checkpoints_dir}, --epoch {tag}); put <epoch>_net_G.pth and <epoch>_net_E.pth there')
+        check_saved_set(paths, str(tag))
         for name, net in self.nets.items():
             load_network(net, paths[name])
             logger.info('loaded %s', paths[name])

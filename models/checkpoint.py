@@ -1,9 +1,10 @@
 """Reading and writing network weights in the released format: strict, safe and atomic."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
@@ -104,3 +105,66 @@ def infer_architecture(state_G: dict[str, torch.Tensor], state_E: dict[str, torc
     if 'convs.weight' in state_E:
         arch['style_dim'] = int(state_E['convs.weight'].shape[0])
     return arch
+
+
+# ----------------------------------------------------------------------------------------------- saved sets
+def train_state_path(save_dir: str, tag: str) -> str:
+    """``<save_dir>/<tag>_train_state.pth``: train.py's optimizers, schedulers, counters, RNG states."""
+    return os.path.join(save_dir, f'{tag}_train_state.pth')
+
+
+def pending_path(path: str) -> str:
+    """Where train.py writes ``path`` before renaming it into place: ``.<name>.pending`` next to it."""
+    return os.path.join(os.path.dirname(path), '.' + os.path.basename(path) + '.pending')
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file's bytes."""
+    with open(path, 'rb') as f:
+        return hashlib.file_digest(f, 'sha256').hexdigest()
+
+
+def load_train_state_file(path: str) -> dict[str, Any]:
+    """A training state written by train.py (``weights_only``); ValueError if corrupt or foreign."""
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:  # corrupt or not a weights-only file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f'{path}: cannot be loaded as a training state ({first})') from exc
+    if not isinstance(state, dict) or 'networks' not in state or 'model' not in state:
+        raise ValueError(f'{path}: is not a training state written by train.py')
+    return state
+
+
+def state_matches(state: Mapping[str, Any], net_paths: Mapping[str, str]) -> bool:
+    """Whether the network files are the ones whose SHA-256 the training state recorded."""
+    digests = state.get('networks', {})
+    return all(name in digests and os.path.isfile(path) and file_sha256(path) == digests[name]['sha256']
+               for name, path in net_paths.items())
+
+
+def check_saved_set(net_paths: Mapping[str, str], tag: str) -> None:
+    """Refuse network files that an interrupted save of train.py left from two different saves.
+
+    train.py writes a checkpoint as a set (``<tag>_net_*.pth`` and ``<tag>_train_state.pth``, which records
+    their SHA-256): pending files first, then renames, the state last. A run stopped during the renames leaves
+    ``.<tag>_train_state.pth.pending``; only then (a rare case, so the usual load stays cheap) are the network
+    files compared with the recorded digests, of the old set and of the new one.
+
+    Raises:
+        ValueError: the files match neither set, with how to repair it.
+    """
+    save_dir = os.path.dirname(next(iter(net_paths.values())))
+    state_path = train_state_path(save_dir, tag)
+    pending = pending_path(state_path)
+    if not os.path.exists(pending):
+        return
+    for path in (state_path, pending):
+        try:
+            if os.path.isfile(path) and state_matches(load_train_state_file(path), net_paths):
+                return
+        except ValueError:
+            continue
+    names = ', '.join(os.path.basename(p) for p in net_paths.values())
+    raise ValueError(f'{save_dir}: {names} come from two different saves (train.py was stopped while saving '
+                     f'"{tag}"); finish that save with train.py --continue_train, or choose another --epoch')

@@ -26,7 +26,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from . import networks, prepack
-from .checkpoint import check_state_dict, infer_architecture, load_state_dict_file
+from .checkpoint import check_saved_set, check_state_dict, infer_architecture, load_state_dict_file
 
 logger = logging.getLogger(__name__)
 
@@ -247,6 +247,7 @@ def load_bargainnet(checkpoints_dir: str, name: str, epoch: str = 'latest', devi
     if missing:
         raise FileNotFoundError(f'weights not found: {", ".join(missing)} (--checkpoints_dir {checkpoints_dir}, '
                                 f'--name {name}, --epoch {epoch}); put <epoch>_net_G.pth and <epoch>_net_E.pth there')
+    check_saved_set(paths, epoch)
     states = {k: load_state_dict_file(p) for k, p in paths.items()}
     arch = _architecture(paths, states, {'ngf': ngf, 'ndf': ndf, 'style_dim': style_dim})
     device = torch.device(device)

@@ -15,7 +15,7 @@ from PIL import Image
 
 import test as test_script
 from data import create_dataset
-from models import create_model, networks
+from models import checkpoint, create_model, networks
 from models.checkpoint import atomic_save, plain_state_dict
 from options.test_options import TestOptions
 from util.cli import run_main
@@ -254,6 +254,26 @@ def test_missing_weights_and_mismatching_architecture_are_clear_errors(tiny_data
     assert run_main(test_script.main, argv(tiny_dataset, checkpoints, tmp_path, '--ngf', '16')) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith('error: ') and 'latest_net_G.pth' in last and 'mis-shaped' in last
+
+
+def test_weights_torn_between_two_saves_are_refused(tiny_dataset, checkpoints, tmp_path, capsys):
+    ckpt = tmp_path / 'ckpt'
+    shutil.copytree(checkpoints, ckpt)
+    folder = ckpt / 'tiny'
+    digests = {n: {'file': f'latest_net_{n}.pth', 'sha256': checkpoint.file_sha256(str(folder / f'latest_net_{n}.pth'))}
+               for n in ('G', 'E')}
+    # train.py stopped after renaming the new G over the old one: the committed state describes the old set
+    old = {n: {**d, 'sha256': '0' * 64} if n == 'G' else d for n, d in digests.items()}
+    new = {n: {**d, 'sha256': '1' * 64} if n == 'E' else d for n, d in digests.items()}
+    torch.save({'model': {}, 'networks': old}, folder / 'latest_train_state.pth')
+    torch.save({'model': {}, 'networks': new}, folder / '.latest_train_state.pth.pending')
+    assert run_main(test_script.main, argv(tiny_dataset, ckpt, tmp_path / 'res')) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f'error: {folder}: latest_net_G.pth, latest_net_E.pth come from two different saves')
+    assert not (tmp_path / 'res').exists()
+    # the save finished (the state matches): evaluated as usual
+    torch.save({'model': {}, 'networks': digests}, folder / '.latest_train_state.pth.pending')
+    assert test_script.main(argv(tiny_dataset, ckpt, tmp_path / 'res', '--num_test', '1')) == 0
 
 
 def test_original_size_evaluation_scores_the_unpadded_image(tiny_dataset, checkpoints, tmp_path):

@@ -212,7 +212,15 @@ def test_a_save_killed_at_any_rename_leaves_a_consistent_set(tmp_path, monkeypat
         train.save_checkpoint(model, 'latest', {'format': train.STATE_FORMAT, 'model': {}, 'version': 'new'})
     monkeypatch.setattr(os, 'replace', real_replace)
 
+    # before any repair, loaders (test.py, the API) refuse only the torn set: G renamed, E not yet
+    paths = {name: model.network_path('latest', name) for name in model.nets}
+    if kill_at == 5:
+        with pytest.raises(ValueError, match='two different saves.*--continue_train'):
+            checkpoint.check_saved_set(paths, 'latest')
+    else:
+        checkpoint.check_saved_set(paths, 'latest')
     train.recover_checkpoint(model, 'latest')
+    checkpoint.check_saved_set(paths, 'latest')
     state = train.load_train_state(model, 'latest')
     assert state is not None  # the weights on disk are the ones the state describes
     expected = 'new' if kill_at >= 4 else 'old'  # once every file is complete, the save is finished
