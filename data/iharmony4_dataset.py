@@ -19,6 +19,10 @@ Preprocessing (``--preprocess``):
   one set of random parameters for composite, real and mask (torchvision transforms v2). A crop whose mask
   holds at most one foreground pixel is redrawn unless ``torch.rand() < 0.05`` (SPEC §3), at most
   ``MAX_REDRAWS`` times. All randomness comes from torch's generator, which DataLoader seeds per worker.
+  With ``--jpeg_draft``, JPEG composites and real images whose short side exceeds 4 × ``--crop_size`` are
+  decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, PIL's draft mode), the short side staying at least
+  2 × ``--crop_size`` (every crop then still has at least ``--crop_size`` source pixels per side), and the
+  mask is box-reduced by the same factor and thresholded at half.
 * ``resize`` (the test protocol, SPEC §4): composite and real resized to ``--load_size`` square with
   bilinear interpolation without antialiasing, half-pixel centres (OpenCV ``INTER_LINEAR``), rounded to
   uint8 and only then scaled to [-1, 1]; the mask is resized the same way and thresholded at 0.5
@@ -319,6 +323,9 @@ class IHarmony4Dataset(Dataset):
         logger.info('%s: %d composites (%s)', os.path.join(self.root, LIST_FILES[phase]), len(self.samples),
                     ', '.join(f'{k} {v}' for k, v in sorted(self.subset_counts.items())))
 
+        # JPEG draft decoding (training only): keep a short side of at least twice the crop
+        self.draft_side = 2 * opt.crop_size if (getattr(opt, 'jpeg_draft', False)
+                                                and self.preprocess == 'resize_and_crop') else 0
         flip = [] if opt.no_flip else [v2.RandomHorizontalFlip(p=0.5)]
         self.train_transform = v2.Compose([
             v2.RandomResizedCrop(opt.crop_size, scale=CROP_SCALE, ratio=CROP_RATIO,
@@ -351,7 +358,15 @@ class IHarmony4Dataset(Dataset):
             if real_img.size != comp_img.size:
                 raise ValueError(f'composite {s.comp} is {_wxh(comp_img.size)} but its real image {s.real} is '
                                  f'{_wxh(real_img.size)}: they must have the same size')
-            return rgb_array(comp_img), rgb_array(real_img), mask_array(mask_img)
+            factor = _draft(comp_img, real_img, self.draft_side) if self.draft_side else 1
+            mask = mask_array(mask_img)
+            if factor > 1:
+                reduced = Image.fromarray(mask.astype(np.uint8) * 255).reduce(factor)
+                mask = np.asarray(reduced) >= 128
+                if mask.shape != (comp_img.size[1], comp_img.size[0]):
+                    raise ValueError(f'{s.comp}: the JPEG decoder gave {_wxh(comp_img.size)} at 1/{factor} scale, '
+                                     f'the mask {_wxh(reduced.size)}')
+            return rgb_array(comp_img), rgb_array(real_img), mask
 
     def __getitem__(self, index: int) -> dict:
         s = self.samples[index]
@@ -390,6 +405,26 @@ class IHarmony4Dataset(Dataset):
             if m.sum() > 1 or attempt == MAX_REDRAWS or torch.rand(()) < KEEP_EMPTY_CROP_PROB:
                 break
         return c.as_subclass(torch.Tensor), r.as_subclass(torch.Tensor), m.as_subclass(torch.Tensor)
+
+
+def _draft(comp: Image.Image, real: Image.Image, min_side: int) -> int:
+    """Ask the JPEG decoder for composite and real at 1/2, 1/4 or 1/8 scale, short side >= ``min_side``.
+
+    Returns the reduction factor (1: both decoded at full size: not both JPEG, or not large enough).
+    """
+    w, h = comp.size
+    factor = 1
+    while factor < 8 and min(w, h) >= 2 * factor * min_side:
+        factor *= 2
+    if factor == 1 or comp.format != 'JPEG' or real.format != 'JPEG':
+        return 1
+    for img in (comp, real):
+        img.draft('RGB', (w // factor, h // factor))  # libjpeg then decodes ceil(w / factor) × ceil(h / factor)
+    expected = (-(-w // factor), -(-h // factor))
+    if comp.size != expected or real.size != expected:
+        raise ValueError(f'{comp.filename}: the JPEG decoder offered {_wxh(comp.size)} and {_wxh(real.size)} '
+                         f'for {_wxh(expected)} at 1/{factor} scale; train without --jpeg_draft')
+    return factor
 
 
 def _wxh(size: tuple[int, int]) -> str:

@@ -147,6 +147,34 @@ def test_crop_and_flip_apply_the_same_geometry_to_composite_real_and_mask(tmp_pa
         assert agree > 0.95
 
 
+def test_jpeg_draft_decodes_large_images_reduced_and_keeps_the_mask_aligned(tmp_path):
+    real, mask = _pattern(1100, 2100)  # short side 1100 >= 2 x 2 x 256: decoded at 1/2 scale
+    write_one(tmp_path, real, 255 - real, mask, ext='.jpg')
+    full = IHarmony4Dataset(make_opt(tmp_path), 'train')
+    draft = IHarmony4Dataset(make_opt(tmp_path, jpeg_draft=True), 'train')
+    c_full, r_full, m_full = full.load(0)
+    c, r, m = draft.load(0)
+    assert c_full.shape == (1100, 2100, 3) and c.shape == r.shape == (550, 1050, 3) and m.shape == (550, 1050)
+    box = r_full.reshape(550, 2, 1050, 2, 3).mean(axis=(1, 3))  # what a 1/2-scale decode approximates
+    assert np.abs(r.astype(float) - box).mean() < 4
+    assert (m == m_full[::2, ::2]).mean() > 0.99 and ((r[..., 0] > 127) == m).mean() > 0.97
+    agree = {}
+    for name, ds in (('full', full), ('draft', draft)):
+        torch.manual_seed(0)
+        item = ds[0]  # the crop: the same geometry for all three, as aligned as with a full decode
+        r8, c8, m8 = to_uint8(item['real']), to_uint8(item['comp']), item['mask'][0].numpy()
+        assert r8.shape == (3, 256, 256) and np.abs(r8.astype(int) + c8.astype(int) - 255).mean() < 3
+        agree[name] = ((r8[0] > 127) == (m8 > 0.5)).mean()  # 8-pixel cells: edges disagree
+    assert agree['draft'] > 0.9 and agree['draft'] > agree['full'] - 0.01
+    # small images, PNG files and the test protocol decode at full size
+    assert IHarmony4Dataset(make_opt(tmp_path, jpeg_draft=True, crop_size=512), 'train').load(0)[0].shape[0] == 1100
+    assert IHarmony4Dataset(make_opt(tmp_path, jpeg_draft=True, preprocess='resize'), 'train').load(0)[0].shape[0] \
+        == 1100
+    png = tmp_path / 'png'
+    write_one(png, real, 255 - real, mask)
+    assert IHarmony4Dataset(make_opt(png, jpeg_draft=True), 'train').load(0)[0].shape[0] == 1100
+
+
 def test_no_flip_keeps_orientation_and_flip_mirrors_all_three_together(tmp_path):
     w = 320
     ramp = np.tile(np.linspace(0, 255, w).round().astype(np.uint8)[None, :, None], (272, 1, 3))
