@@ -27,7 +27,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from tqdm import tqdm
 
 import data
@@ -150,6 +150,50 @@ def harmonize_each(model: BaseModel, batch: dict[str, Any]) -> torch.Tensor:
     return torch.cat(outputs)
 
 
+class HarmonizingDataset(Dataset):
+    """The test items with the model's output added as ``harm``, computed where the item is loaded.
+
+    On the CPU, test.py runs the networks inside the loader workers (``--num_threads`` of them), each image
+    with one torch thread: the workers harmonize that many images at once instead of one image at a time
+    spread thinly over the cores (a 256×256 forward at batch 1 keeps few cores busy), and loading, networks and
+    scoring overlap. One thread per image also makes every result the same for any ``--num_threads`` and
+    ``--batch_size`` (convolution sums round differently with other thread counts). With ``--num_threads 0``
+    the main process does the same, one thread per image.
+    """
+
+    def __init__(self, dataset: Dataset, model: BaseModel) -> None:
+        self.dataset = dataset
+        self.model = model
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.dataset[index]
+        self.model.set_input(default_collate([item]))
+        self.model.test()
+        item['harm'] = self.model.harm[0].clone()  # inference tensors cannot be sent between processes
+        return item
+
+
+def networks_in_workers(model: Optional[BaseModel], opt: argparse.Namespace) -> bool:
+    """Whether test.py harmonizes in the loader workers (the CPU, one image per forward)."""
+    return (model is not None and model.device.type == 'cpu' and not getattr(opt, 'batched_forward', False)
+            and not opt.compile)
+
+
+def warm_up(model: BaseModel, opt: argparse.Namespace) -> None:
+    """One forward at the test size, one thread, before the workers fork: they inherit its one-time work
+    (prepacked weights, see models/prepack.py) instead of each repeating it."""
+    if opt.preprocess != 'resize':
+        return
+    size = opt.load_size
+    comp = torch.zeros(1, 3, size, size)
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., size // 4:3 * size // 4, size // 4:3 * size // 4] = 1
+    model.harmonize(comp, mask, [0])
+
+
 def _crop(image: np.ndarray, pad: torch.Tensor) -> np.ndarray:
     """Undo the reflect padding of ``--preprocess none`` on a (1,H,W[,C]) array; pad = [left, top, right, bottom]."""
     left, top, right, bottom = (int(p) for p in pad)
@@ -196,7 +240,10 @@ def evaluate(model: Optional[BaseModel], loader: DataLoader, opt: argparse.Names
         for batch in tqdm(loader, desc='test', unit='batch', disable=None):
             comp = input_to_uint8(batch['comp'])
             real = input_to_uint8(batch['real'])
-            out = comp if model is None else output_to_uint8(harmonize_each(model, batch))
+            if model is None:
+                out = comp
+            else:
+                out = output_to_uint8(batch['harm'] if 'harm' in batch else harmonize_each(model, batch))
             mask = batch['mask_metric'][:, 0].numpy() > 0.5
             if 'pad' in batch:  # --preprocess none (batch size 1): score the original pixels only
                 comp, real, out, mask = (_crop(a, batch['pad'][0]) for a in (comp, real, out, mask))
@@ -303,7 +350,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         dataset = Subset(dataset, range(min(len(dataset), max(0, int(opt.num_test)))))
     if len(dataset) == 0:
         raise ValueError(f'no test images to evaluate in {opt.dataset_root} (--num_test {opt.num_test})')
-    loader = data.create_dataloader(opt, dataset, shuffle=False)
 
     model = None
     if opt.baseline == 'none':
@@ -315,8 +361,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     web_dir = results_folder(opt)
     image_dir = os.path.join(web_dir, 'images')
     os.makedirs(image_dir, exist_ok=True)
+    threads = torch.get_num_threads()
     start = time.perf_counter()
-    rows = evaluate(model, loader, opt, image_dir)
+    try:
+        if networks_in_workers(model, opt):
+            torch.set_num_threads(1)  # the workers run with one thread each; --num_threads 0 likewise
+            warm_up(model, opt)
+            loader = data.create_dataloader(opt, HarmonizingDataset(dataset, model), shuffle=False)
+        else:
+            loader = data.create_dataloader(opt, dataset, shuffle=False)
+        rows = evaluate(model, loader, opt, image_dir)
+    finally:
+        torch.set_num_threads(threads)
     seconds = time.perf_counter() - start
     check_unique_stems(rows)
 
