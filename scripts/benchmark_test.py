@@ -1,9 +1,9 @@
 """Images per second of test.py against the released evaluation procedure, on the CPU, in one run.
 
-* ``test.py``: its own evaluation loop: batches of ``--batch_size`` loaded by ``--num_threads`` worker
-  processes, one extractor pass (the background code) and one generator pass per image under
-  ``torch.inference_mode``, the generator's transposed convolutions with prepacked weights
-  (``models/prepack.py``, bit-identical outputs), vectorized metrics.
+* ``test.py``: its own evaluation loop: ``--num_threads`` loader worker processes that each load and
+  harmonize their images (one torch thread per image), one extractor pass (the background code) and one
+  generator pass per image under ``torch.inference_mode``, the generator's transposed convolutions with
+  prepacked weights (``models/prepack.py``, bit-identical outputs), scoring in the main process.
 * ``released procedure``: a loop that follows the released test: batch size 1, loading in the main
   process, the training forward (four extractor passes and the generator, train-mode BatchNorm on the
   single image) under ``torch.no_grad`` as pix2pix's ``BaseModel.test`` did, PyTorch's own convolution
