@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 DATA=${DEMO_DATA:-datasets/demo}
 RESULTS=${DEMO_RESULTS:-results/demo}
-PER_PHOTO=${DEMO_PER_PHOTO:-48}
+PER_PHOTO=${DEMO_PER_PHOTO:-96}
 ITERS=${DEMO_ITERS:-600}
 NGF=${DEMO_NGF:-8}
 NUM_TEST=${DEMO_NUM_TEST:-inf}
@@ -25,8 +25,8 @@ step "1/5 Build an iHarmony4-layout dataset from the scikit-image photographs"
 if [ -f "$DATA/IHD_train.txt" ]; then
   echo "using $DATA (already built)"
 else
-  run "$PY" scripts/make_synthetic_dataset.py --out "$DATA" --per_photo "$PER_PHOTO" --large_side 0 --max_side 640 \
-    --seed 0
+  run "$PY" scripts/make_synthetic_dataset.py --out "$DATA" --per_photo "$PER_PHOTO" --views 24 --large_side 0 \
+    --max_side 640 --gray_photos --view_jitter 1 --seed 0
 fi
 run "$PY" scripts/check_dataset.py --dataset_root "$DATA"
 

@@ -47,9 +47,13 @@ def run(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
 def build_demo_dataset(out: Path) -> None:
     """The dataset of scripts/demo.sh and scripts/train_demo_model.sh (the same command)."""
     text = (ROOT / 'scripts' / 'demo.sh').read_text()
-    assert '--per_photo "$PER_PHOTO" --large_side 0 --max_side 640' in text and 'PER_PHOTO:-48' in text
-    res = run([sys.executable, 'scripts/make_synthetic_dataset.py', '--out', str(out), '--per_photo', '48',
-               '--large_side', '0', '--max_side', '640', '--seed', '0'])
+    args = ['--per_photo', '96', '--views', '24', '--large_side', '0', '--max_side', '640', '--gray_photos',
+            '--view_jitter', '1', '--seed', '0']
+    assert 'PER_PHOTO:-96' in text
+    assert ' '.join(args).replace('96', '"$PER_PHOTO"').replace(' --max', ' \\\n    --max') in text
+    trainer = (ROOT / 'scripts' / 'train_demo_model.sh').read_text()
+    assert ' '.join(args[:6]) + '\n             ' + ' '.join(args[6:-1]) + ' "$SEED")' in trainer
+    res = run([sys.executable, 'scripts/make_synthetic_dataset.py', '--out', str(out)] + args)
     assert res.returncode == 0, res.stderr
 
 
