@@ -164,6 +164,10 @@ def cpu_breakdown(common: list[str], results: Path, num_images: int) -> dict[str
             model.set_input(b)
             model.test()
 
+        def ours_plain(b: dict) -> None:
+            plain.set_input(b)
+            plain.test()
+
         def released(b: dict) -> None:
             with torch.no_grad():
                 plain.set_input(b)
@@ -183,6 +187,7 @@ def cpu_breakdown(common: list[str], results: Path, num_images: int) -> dict[str
         load = 1000 * (time.thread_time() - start) / num_images
         stages = {'loading (decode, resize)': (load, load),
                   'networks': (per_image(ours), per_image(released)),
+                  'networks, --no_prepack': (per_image(ours_plain), math.nan),
                   'metrics (SSIM included)': (per_image(score),) * 2,
                   'PNG': (per_image(save),) * 2}
     finally:
@@ -253,11 +258,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print('\nCPU time per image on one thread (ms; not affected by other processes):\n')
         print('| stage | test.py | released |')
         print('|---|---:|---:|')
+        plain_networks = stages.pop('networks, --no_prepack')[0]
         for name, (a, b) in stages.items():
             print(f'| {name} | {a:.1f} | {b:.1f} |')
         total_a, total_b = (sum(v[i] for v in stages.values()) for i in (0, 1))
         print(f'| total | {total_a:.1f} | {total_b:.1f} |')
-        print(f'\nwork ratio: {total_b / total_a:.2f}x; test.py gains more only where loading and scoring run '
+        print(f'\ntest.py networks without prepacking (--no_prepack): {plain_networks:.1f} ms per image; prepacking '
+              f'saves {100 * (1 - stages["networks"][0] / plain_networks):.0f}% of their CPU time')
+        print(f'work ratio: {total_b / total_a:.2f}x; test.py gains more only where loading and scoring run '
               'on otherwise idle cores (loader workers, the scoring thread)')
     return 0
 
