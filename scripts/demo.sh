@@ -46,7 +46,7 @@ run "$PY" test.py "${TEST[@]}" --checkpoints_dir "$RESULTS/checkpoints" --name q
 run "$PY" test.py "${TEST[@]}" --checkpoints_dir checkpoints --name demo "${EVAL_FLAGS[@]}"
 
 step "4/5 Input composites, the few-minute model and the demo model, side by side"
-run "$PY" scripts/compare_results.py "input composites=$RESULTS/inputs/composite_test" \
+run "$PY" scripts/compare_results.py --paired "input composites=$RESULTS/inputs/composite_test" \
   "few-minute model ($ITERS iterations)=$RESULTS/quick/latest_test" "demo model=$RESULTS/demo/latest_test"
 
 step "5/5 Harmonize examples/ at full resolution with the demo model, harmony scores before and after"

@@ -1,6 +1,7 @@
 """The demo: the shipped demo model and the `make demo` pipeline at toy size."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -71,6 +72,25 @@ def test_demo_model_numbers_match_readme(tmp_path):
         assert got[key] == pytest.approx(stated[key], rel=0.01, abs=0.011), key
 
 
+def test_paired_comparison_by_hand(tmp_path):
+    spec = importlib.util.spec_from_file_location('compare_results', ROOT / 'scripts' / 'compare_results.py')
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    base = {'a': 10.0, 'b': 20.0, 'c': float('nan'), 'd': 4.0}
+    other = {'a': 8.0, 'b': 25.0, 'c': 1.0, 'd': 1.0, 'e': 3.0}  # c (NaN in base) and e (not in base) left out
+    r = compare.paired(base, other, resamples=2000)
+    assert r['n'] == 3 and r['improved'] == 2 and r['mean'] == pytest.approx((2 - 5 + 3) / 3)
+    assert -5 <= r['low'] <= r['mean'] <= r['high'] <= 3
+    assert compare.paired(base, other, resamples=2000) == r  # a fixed seed
+    for name, values in (('x', base), ('y', other)):
+        (tmp_path / name).mkdir()
+        lines = ['image,mse,fmse'] + [f'{k},{v},{v}' for k, v in values.items()]
+        (tmp_path / name / 'metrics.csv').write_text('\n'.join(lines) + '\n')
+    assert compare.load_metric(str(tmp_path / 'y'), 'fmse') == other
+    with pytest.raises(ValueError, match='share no scored image'):
+        compare.paired({'a': 1.0}, {'b': 1.0})
+
+
 def test_demo_pipeline_at_toy_size(tmp_path):
     res = run(['bash', 'scripts/demo.sh'], DEMO_DATA=str(tmp_path / 'data'), DEMO_RESULTS=str(tmp_path / 'res'),
               DEMO_PER_PHOTO='2', DEMO_ITERS='10', DEMO_NGF='8', DEMO_NUM_TEST='4')
@@ -78,6 +98,8 @@ def test_demo_pipeline_at_toy_size(tmp_path):
     out = res.stdout
     rows = [line for line in out.splitlines() if re.match(r'\| (input composites|few-minute model|demo model)', line)]
     assert len(rows) == 3 and all(line.split('|')[2].strip() == '4' for line in rows)
+    paired = [line for line in out.splitlines() if re.match(r'\| (MSE|fMSE) \| (few-minute model|demo model)', line)]
+    assert len(paired) == 4  # each model against the input composites, image by image
     # the quick model trained and wrote its checkpoints and loss lines
     quick = tmp_path / 'res' / 'checkpoints' / 'quick'
     assert (quick / 'latest_net_G.pth').is_file() and (quick / 'latest_net_E.pth').is_file()
