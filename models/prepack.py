@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import types
 from typing import Any, Callable, Optional
 
 import torch
@@ -56,6 +55,14 @@ class _PackedConv:
 
     def __deepcopy__(self, memo: dict) -> '_PackedConv':
         return _PackedConv(copy.deepcopy(self.module, memo))  # packed tensors are not copied
+
+    def __getstate__(self) -> dict:
+        # oneDNN's packed tensors cannot be pickled (spawned loader workers, torch.save of a whole module):
+        # the copy packs its weights again
+        return {'module': self.module}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state['module'])
 
     def _versions(self) -> tuple[int, int]:
         bias = self.module.bias
@@ -125,12 +132,22 @@ def _convt_forward(self: nn.ConvTranspose2d, x: torch.Tensor, output_size: Optio
     return self._prepacked(x, eager)
 
 
+class _PackedForward:
+    """The ``forward`` of a prepacked layer; an object (not a bound method) so that copies and pickles keep it."""
+
+    def __init__(self, module: nn.ConvTranspose2d) -> None:
+        self.module = module
+
+    def __call__(self, x: torch.Tensor, output_size: Optional[Any] = None) -> torch.Tensor:
+        return _convt_forward(self.module, x, output_size)
+
+
 def prepack(net: nn.Module) -> int:
     """Let ``net``'s transposed convolutions run with prepacked oneDNN weights on the CPU, where bit-identical.
 
     Returns the number of layers that got the packed path (0 where oneDNN's operators are missing).
     Call :func:`unpack` to undo. Parameters, buffers and ``state_dict`` are untouched; ``copy.deepcopy``
-    gives a copy that packs its own weights.
+    and pickling give a copy that packs its own weights.
     """
     if not available():
         logger.debug('oneDNN prepacking is not available in this PyTorch build')
@@ -140,7 +157,7 @@ def prepack(net: nn.Module) -> int:
         if not _packable(m) or '_prepacked' in m.__dict__:
             continue
         m._prepacked = _PackedConv(m)
-        m.forward = types.MethodType(_convt_forward, m)
+        m.forward = _PackedForward(m)
         n += 1
     return n
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -103,3 +104,9 @@ def test_deepcopy_packs_its_own_weights():
         assert torch.equal(twin(*x), plain(*x))
     layer = next(m for m in twin.modules() if '_prepacked' in m.__dict__)
     assert layer._prepacked.module is layer
+    # pickled (as for spawned loader workers): the packed tensors stay behind, the copy packs its own
+    clone = pickle.loads(pickle.dumps(G))
+    layer = next(m for m in clone.modules() if '_prepacked' in m.__dict__)
+    assert layer._prepacked.module is layer and layer._prepacked.by_shape == {}
+    with torch.no_grad():
+        assert torch.equal(clone(*x), G(*x)) and any(packed_shapes(clone))
