@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -46,7 +46,8 @@ def available() -> bool:
 
 
 class _PackedConv:
-    """The packed weights of one transposed convolution, per input shape (None: the module's own code)."""
+    """The ``forward`` of one prepacked transposed convolution, with its packed weights per input shape (None:
+    the module's own code for that shape). An object, not a bound method, so that copies and pickles keep it."""
 
     def __init__(self, module: nn.ConvTranspose2d) -> None:
         self.module = module
@@ -82,8 +83,13 @@ class _PackedConv:
             x, packed, m.bias, list(m.padding), list(m.output_padding), list(m.stride), list(m.dilation),
             m.groups, 'none', [], '')
 
-    def pack(self, shape: tuple[int, ...], eager: Callable[[torch.Tensor], torch.Tensor]) -> Optional[torch.Tensor]:
-        """Reorder the weights for ``shape``; keep them only if the packed kernel matches ``eager`` exactly."""
+    def eager(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``nn.ConvTranspose2d.forward`` computes without ``output_size``."""
+        m = self.module
+        return F.conv_transpose2d(x, m.weight, m.bias, m.stride, m.padding, m.output_padding, m.groups, m.dilation)
+
+    def pack(self, shape: tuple[int, ...]) -> Optional[torch.Tensor]:
+        """Reorder the weights for ``shape``; keep them only if the packed kernel matches :meth:`eager` exactly."""
         m = self.module
         with torch.no_grad():
             w = m.weight.detach()
@@ -93,7 +99,7 @@ class _PackedConv:
                     list(shape))
                 gen = torch.Generator().manual_seed(_PROBE_SEED)
                 probe = torch.randn(shape, generator=gen)
-                same = torch.equal(self.run(probe, packed), eager(probe))
+                same = torch.equal(self.run(probe, packed), self.eager(probe))
             except RuntimeError as exc:  # an operator this build lacks for these arguments
                 logger.debug('no prepacked kernel for %s at %s: %s', m, shape, exc)
                 return None
@@ -102,44 +108,24 @@ class _PackedConv:
             return None
         return packed
 
-    def __call__(self, x: torch.Tensor, eager: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, output_size: Optional[Any] = None) -> torch.Tensor:
+        if output_size is not None:
+            return nn.ConvTranspose2d.forward(self.module, x, output_size)
         if not self.usable(x):
-            return eager(x)
+            return self.eager(x)
         versions = self._versions()
         if versions != self.versions:  # the weights changed in place: pack again
             self.by_shape.clear()
             self.versions = versions
         shape = tuple(x.shape)
         if shape not in self.by_shape:
-            self.by_shape[shape] = self.pack(shape, eager)
+            self.by_shape[shape] = self.pack(shape)
         packed = self.by_shape[shape]
-        return eager(x) if packed is None else self.run(x, packed)
+        return self.eager(x) if packed is None else self.run(x, packed)
 
 
 def _packable(m: nn.Module) -> bool:
     return type(m) is nn.ConvTranspose2d and m.padding_mode == 'zeros'
-
-
-def _convt_forward(self: nn.ConvTranspose2d, x: torch.Tensor, output_size: Optional[Any] = None) -> torch.Tensor:
-    """``nn.ConvTranspose2d.forward``, packed when possible."""
-    if output_size is not None:
-        return nn.ConvTranspose2d.forward(self, x, output_size)
-
-    def eager(t: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose2d(t, self.weight, self.bias, self.stride, self.padding, self.output_padding,
-                                  self.groups, self.dilation)
-
-    return self._prepacked(x, eager)
-
-
-class _PackedForward:
-    """The ``forward`` of a prepacked layer; an object (not a bound method) so that copies and pickles keep it."""
-
-    def __init__(self, module: nn.ConvTranspose2d) -> None:
-        self.module = module
-
-    def __call__(self, x: torch.Tensor, output_size: Optional[Any] = None) -> torch.Tensor:
-        return _convt_forward(self.module, x, output_size)
 
 
 def prepack(net: nn.Module) -> int:
@@ -156,8 +142,7 @@ def prepack(net: nn.Module) -> int:
     for m in net.modules():
         if not _packable(m) or '_prepacked' in m.__dict__:
             continue
-        m._prepacked = _PackedConv(m)
-        m.forward = _PackedForward(m)
+        m._prepacked = m.forward = _PackedConv(m)  # forward: what nn.Module.__call__ runs
         n += 1
     return n
 
