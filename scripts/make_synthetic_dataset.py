@@ -260,11 +260,12 @@ def recolour_view(pixels: np.ndarray, rng: np.random.Generator, strength: float,
         yiq = x @ _RGB2YIQ.T
         c, s_ = math.cos(angle), math.sin(angle)
         yiq[:, 1], yiq[:, 2] = c * yiq[:, 1] - s_ * yiq[:, 2], s_ * yiq[:, 1] + c * yiq[:, 2]
-        x = yiq @ np.linalg.inv(_RGB2YIQ).T.astype(np.float32)
+        x = yiq @ _YIQ2RGB.T
     return np.round(np.clip(x, 0, 1) * 255).astype(np.uint8).reshape(pixels.shape)
 
 
 _RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=np.float32)
+_YIQ2RGB = np.linalg.inv(_RGB2YIQ).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------- masks
