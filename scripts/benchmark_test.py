@@ -133,8 +133,10 @@ def same_images(first: Path, second: Path) -> tuple[int, int]:
     return same, len(files)
 
 
-def cpu_breakdown(common: list[str], results: Path, num_images: int) -> dict[str, tuple[float, float]]:
-    """CPU milliseconds per image of each stage on one thread, for (test.py, released procedure).
+def cpu_breakdown(common: list[str], results: Path,
+                  num_images: int) -> tuple[dict[str, tuple[float, float]], float]:
+    """CPU milliseconds per image of each stage on one thread, for (test.py, released procedure), and of
+    test.py's networks without prepacking.
 
     Thread CPU time does not count waiting for other processes, so these numbers hold on a busy machine too;
     they show where the time goes and which part the two procedures share.
@@ -187,12 +189,12 @@ def cpu_breakdown(common: list[str], results: Path, num_images: int) -> dict[str
         load = 1000 * (time.thread_time() - start) / num_images
         stages = {'loading (decode, resize)': (load, load),
                   'networks': (per_image(ours), per_image(released)),
-                  'networks, --no_prepack': (per_image(ours_plain), math.nan),
                   'metrics (SSIM included)': (per_image(score),) * 2,
                   'PNG': (per_image(save),) * 2}
+        plain_networks = per_image(ours_plain)
     finally:
         torch.set_num_threads(threads)
-    return stages
+    return stages, plain_networks
 
 
 def cpu_name() -> str:
@@ -233,7 +235,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            ours[-1], plain[-1], released[-1])
         load_after = os.getloadavg()[0]
         same, total = same_images(*(work / d / 'bench' / 'latest_test' / 'images' for d in ('ours0', 'plain0')))
-        stages = cpu_breakdown(common, work / 'breakdown', n) if args.breakdown else {}
+        stages, plain_networks = cpu_breakdown(common, work / 'breakdown', n) if args.breakdown else ({}, math.nan)
 
     best_ours, best_plain, best_released = min(ours), min(plain), min(released)
     print(f'CPU: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} '
@@ -258,7 +260,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print('\nCPU time per image on one thread (ms; not affected by other processes):\n')
         print('| stage | test.py | released |')
         print('|---|---:|---:|')
-        plain_networks = stages.pop('networks, --no_prepack')[0]
         for name, (a, b) in stages.items():
             print(f'| {name} | {a:.1f} | {b:.1f} |')
         total_a, total_b = (sum(v[i] for v in stages.values()) for i in (0, 1))
