@@ -633,10 +633,11 @@ def build_dataset(out: str | Path, photos: Optional[list[Photo]] = None, seed: i
     if per_photo < 1 or views < 1 or per_mask < 1:
         raise ValueError('--per_photo, --views and --per_mask must be at least 1')
     colour = [i for i, p in enumerate(photos) if not p.gray]  # greyscale photos are training-only
-    if not 1 <= test_photos <= len(colour) - (len(colour) == len(photos)):
+    most_test = len(colour) - (len(colour) == len(photos))  # without greyscale photos, one colour photo trains
+    if not 1 <= test_photos <= most_test:
         raise ValueError(f'--test_photos {test_photos}: with {len(colour)} colour photos '
-                         f'({len(photos) - len(colour)} greyscale) it must be 1..'
-                         f'{len(colour) - (len(colour) == len(photos))} (both splits need a photo)')
+                         f'({len(photos) - len(colour)} greyscale) it must be 1..{most_test} '
+                         '(both splits need a photo)')
     if view_jitter < 0:
         raise ValueError(f'--view_jitter {view_jitter} must be >= 0')
     if not 0 < fg_min < fg_max < 1:
