@@ -54,8 +54,9 @@ def make_dataset(out: Path, num_items: int, large_side: int) -> Path:
     return out
 
 
-def time_items(root: Path, num_items: int, crop_size: int, draft: bool) -> tuple[float, tuple[int, ...]]:
-    """Seconds to load the first ``num_items`` training items, and the decoded size of the largest of them."""
+def time_items(root: Path, num_items: int, crop_size: int, draft: bool) -> tuple[float, int, tuple[int, ...]]:
+    """Seconds to load the first ``num_items`` training items, how many there were, and the decoded size of the
+    largest of them."""
     argv = ['--dataset_root', str(root), '--gpu_ids', '-1', '--crop_size', str(crop_size), '--display_id', '0']
     ds = create_dataset(TrainOptions().parse(argv + (['--jpeg_draft'] if draft else [])), 'train')
     n = min(num_items, len(ds))
@@ -65,7 +66,7 @@ def time_items(root: Path, num_items: int, crop_size: int, draft: bool) -> tuple
         ds[i]
     seconds = time.perf_counter() - start
     largest = max(range(n), key=lambda i: os.path.getsize(ds.samples[i].real))
-    return seconds, ds.load(largest)[0].shape
+    return seconds, n, ds.load(largest)[0].shape
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -79,10 +80,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         shapes = {}
         for _ in range(args.repeats):
             for draft in (False, True):
-                seconds, shapes[draft] = time_items(root, args.num_items, args.crop_size, draft)
+                seconds, n, shapes[draft] = time_items(root, args.num_items, args.crop_size, draft)
                 runs[draft].append(seconds)
-        n = min(args.num_items, len(create_dataset(TrainOptions().parse(
-            ['--dataset_root', str(root), '--gpu_ids', '-1', '--display_id', '0']), 'train')))
     print(f'{n} training items of {root if args.dataset_root else "a generated dataset"}, crop {args.crop_size}, '
           f'one process, torch {torch.__version__}; best of {args.repeats} alternating runs\n')
     print('| decoding | largest image decoded (H×W) | s (best) | items/s |')
