@@ -133,10 +133,11 @@ def describe_protocol(opt: argparse.Namespace) -> str:
 def harmonize_each(model: BaseModel, batch: dict[str, Any]) -> torch.Tensor:
     """The model's output for every image of ``batch``, computed one image at a time (unless ``--batched_forward``).
 
-    Convolution libraries (oneDNN, cuDNN) pick kernels by batch shape, and their sums round differently by
-    about 1e-7; after the uint8 truncation that flips a few pixels. One image per forward makes every result
-    bit-identical for any ``--batch_size`` (on the CPU it costs nothing: batching does not speed up the
-    256×256 convolutions). BatchNorm and dropout are per image anyway in the released protocol.
+    Used where the main process runs the networks (GPUs, ``--compile``; on the CPU :class:`HarmonizingDataset`
+    does it in the loader workers). Convolution libraries (oneDNN, cuDNN) pick kernels by batch shape, and their
+    sums round differently by about 1e-7; after the uint8 truncation that flips a few pixels. One image per
+    forward makes every result bit-identical for any ``--batch_size``. BatchNorm and dropout are per image
+    anyway in the released protocol.
     """
     if getattr(model.opt, 'batched_forward', False):  # faster on GPUs; not bit-identical across batch sizes
         model.set_input(batch)
