@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from torch.optim import lr_scheduler
 
-from .checkpoint import atomic_save, check_saved_set, load_network, plain_state_dict
+from .checkpoint import atomic_save, check_network_set, load_network, plain_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -146,12 +146,7 @@ class BaseModel(ABC):
     def load_networks(self, tag: str | int) -> None:
         """Load ``<tag>_net_<name>.pth`` into every network, strictly and with ``weights_only=True``."""
         paths = {name: self.network_path(str(tag), name) for name in self.nets}
-        missing = [p for p in paths.values() if not os.path.isfile(p)]
-        if missing:
-            raise FileNotFoundError(
-                f'weights not found: {", ".join(missing)} (--name {self.opt.name}, --checkpoints_dir '
-                f'{self.opt.checkpoints_dir}, --epoch {tag}); put <epoch>_net_G.pth and <epoch>_net_E.pth there')
-        check_saved_set(paths, str(tag))
+        check_network_set(paths, self.opt.checkpoints_dir, self.opt.name, str(tag))
         for name, net in self.nets.items():
             load_network(net, paths[name])
             logger.info('loaded %s', paths[name])

@@ -143,6 +143,21 @@ def state_matches(state: Mapping[str, Any], net_paths: Mapping[str, str]) -> boo
                for name, path in net_paths.items())
 
 
+def check_network_set(net_paths: Mapping[str, str], checkpoints_dir: str, name: str, tag: str) -> None:
+    """What must hold before ``<tag>_net_*.pth`` are loaded: every file is there, and all come from one save.
+
+    Raises:
+        FileNotFoundError: a file is missing (the message names them and the options that chose them).
+        ValueError: see :func:`check_saved_set`.
+    """
+    missing = [p for p in net_paths.values() if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(
+            f'weights not found: {", ".join(missing)} (--name {name}, --checkpoints_dir {checkpoints_dir}, '
+            f'--epoch {tag}); put <epoch>_net_G.pth and <epoch>_net_E.pth there')
+    check_saved_set(net_paths, tag)
+
+
 def check_saved_set(net_paths: Mapping[str, str], tag: str) -> None:
     """Refuse network files that an interrupted save of train.py left from two different saves.
 

@@ -26,7 +26,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from . import networks, prepack
-from .checkpoint import check_saved_set, check_state_dict, infer_architecture, load_state_dict_file
+from .checkpoint import check_network_set, check_state_dict, infer_architecture, load_state_dict_file
 
 logger = logging.getLogger(__name__)
 
@@ -243,11 +243,7 @@ def load_bargainnet(checkpoints_dir: str, name: str, epoch: str = 'latest', devi
         use_dropout: False for a generator trained with ``--no_dropout`` (the weights do not tell).
     """
     paths = {k: os.path.join(checkpoints_dir, name, f'{epoch}_net_{k}.pth') for k in ('G', 'E')}
-    missing = [p for p in paths.values() if not os.path.isfile(p)]
-    if missing:
-        raise FileNotFoundError(f'weights not found: {", ".join(missing)} (--checkpoints_dir {checkpoints_dir}, '
-                                f'--name {name}, --epoch {epoch}); put <epoch>_net_G.pth and <epoch>_net_E.pth there')
-    check_saved_set(paths, epoch)
+    check_network_set(paths, checkpoints_dir, name, epoch)
     states = {k: load_state_dict_file(p) for k, p in paths.items()}
     arch = _architecture(paths, states, {'ngf': ngf, 'ndf': ndf, 'style_dim': style_dim})
     device = torch.device(device)
