@@ -434,7 +434,7 @@ class Harmonizer:
 
     ``per_image`` (default) is the released test behaviour: BatchNorm with each image's own statistics and active
     dropout, its masks drawn from ``seed`` (the same seed for every image, so a result depends on that image
-    alone); ``per_image=False`` is ``--eval``: running statistics and no dropout. On the CPU, G's transposed
+    alone); ``per_image=False`` is ``--eval``: running statistics and no dropout. On the CPU, G's and E's large
     convolutions get prepacked weights (:mod:`models.prepack`: same outputs, faster) unless ``prepack_weights``
     is False.
     """
@@ -444,7 +444,8 @@ class Harmonizer:
         self.netG, self.netE = netG, netE
         self.device = torch.device(device) if device is not None else next(netG.parameters()).device
         if prepack_weights and self.device.type == 'cpu':
-            prepack.prepack(netG)  # same outputs, faster transposed convolutions (models/prepack.py)
+            for net in (netG, netE):
+                prepack.prepack(net)  # same outputs, weights reordered once (models/prepack.py)
         self.per_image = per_image
         self.seed = seed
         self.scorer = HarmonyScorer(netE, self.device)  # the same E, in eval mode while scoring

@@ -31,7 +31,7 @@ class TestOptions(BaseOptions):
                        help='run the networks on whole batches: faster on GPUs, but results may differ in a few '
                             'truncated uint8 pixels between batch sizes (default: one image per forward, identical)')
         g.add_argument('--no_prepack', action='store_true',
-                       help="on the CPU, run the generator's transposed convolutions with PyTorch's per-call weight "
+                       help="on the CPU, run the networks' large convolutions with PyTorch's per-call weight "
                             'reorder instead of weights prepacked once (same results, slower; see models/prepack.py)')
         g.add_argument('--num_html', type=int, default=20,
                        help='images with the largest and the smallest gains shown in index.html')

@@ -2,7 +2,7 @@
 
 * ``test.py``: its own evaluation loop: ``--num_threads`` loader worker processes that each load and
   harmonize their images (one torch thread per image), one extractor pass (the background code) and one
-  generator pass per image under ``torch.inference_mode``, the generator's transposed convolutions with
+  generator pass per image under ``torch.inference_mode``, the networks' large convolutions with
   prepacked weights (``models/prepack.py``, bit-identical outputs), scoring in the main process.
 * ``released procedure``: a loop that follows the released test: batch size 1, loading in the main
   process, the training forward (four extractor passes and the generator, train-mode BatchNorm on the
@@ -146,7 +146,7 @@ def cpu_breakdown(common: list[str], results: Path,
     try:
         opt = TestOptions().parse(common + ['--results_dir', str(results)])
         model = create_model(opt)
-        model.setup()  # test.py's model: G's transposed convolutions prepacked
+        model.setup()  # test.py's model: the large convolutions of G and E prepacked
         plain = create_model(TestOptions().parse(common + ['--results_dir', str(results), '--no_prepack']))
         plain.setup()  # the released procedure's: PyTorch's own convolution calls
         dataset = create_dataset(opt, 'test')

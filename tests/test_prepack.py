@@ -1,4 +1,4 @@
-"""models/prepack.py: prepacked transposed convolutions give bit-identical outputs, and only where they can."""
+"""models/prepack.py: prepacked convolutions give bit-identical outputs, and only where they can."""
 from __future__ import annotations
 
 import copy
@@ -36,7 +36,7 @@ def inputs(n: int) -> list[tuple[torch.Tensor, ...]]:
 
 
 def packed_shapes(G: torch.nn.Module) -> list[bool]:
-    return [p is not None for m in G.modules() if '_prepacked' in m.__dict__ for p in m._prepacked.by_shape.values()]
+    return [p is not None for m in G.modules() if '_prepacked' in m.__dict__ for p in m._prepacked.by_input.values()]
 
 
 @pytest.mark.parametrize('per_image', [True, False])
@@ -46,15 +46,30 @@ def test_generator_gives_bit_identical_outputs(per_image):
         net.train(per_image)
         networks.set_per_sample(net, per_image, [0])
     state = {k: v.clone() for k, v in G.state_dict().items()}
-    assert prepack.prepack(G) == sum(isinstance(m, torch.nn.ConvTranspose2d) for m in G.modules()) == 8
+    # ngf 32: the 8 transposed convolutions and the four 256x256x4x4 convolutions of the inner levels
+    big = [m for m in G.modules() if type(m) is torch.nn.Conv2d and m.weight.numel() >= 2 ** 20]
+    assert len(big) == 4 and prepack.prepack(G) == 8 + 4
     with torch.inference_mode():
         for x in inputs(2):
             assert torch.equal(G(*x), plain(*x))
     used = packed_shapes(G)
-    assert len(used) == 8 and any(used)  # every layer decided for its shape; most run packed
+    assert len(used) == 12 and sum(used) >= 8  # every layer decided for its shape; most run packed
+    assert all('_conv_forward' in m.__dict__ for m in big)
     assert G.state_dict().keys() == state.keys() and all(torch.equal(G.state_dict()[k], v) for k, v in state.items())
     prepack.unpack(G)
-    assert not any('_prepacked' in m.__dict__ or 'forward' in m.__dict__ for m in G.modules())
+    assert not any(k in m.__dict__ for m in G.modules() for k in ('_prepacked', 'forward', '_conv_forward'))
+
+
+def test_extractor_partial_convolutions_give_bit_identical_codes():
+    torch.manual_seed(0)
+    E = networks.define_E(16, 64, 'batch').eval()
+    plain = copy.deepcopy(E)
+    assert prepack.prepack(E) == 2  # conv4f and conv5f: 256x512 and 512x512 3x3 weights
+    with torch.inference_mode():
+        for image, mask, _ in inputs(3):
+            for region in (mask, 1 - mask):
+                assert torch.equal(E(image, region), plain(image, region))
+    assert all(packed_shapes(E))
 
 
 def test_weights_changed_in_place_are_packed_again():
@@ -107,6 +122,22 @@ def test_deepcopy_packs_its_own_weights():
     # pickled (as for spawned loader workers): the packed tensors stay behind, the copy packs its own
     clone = pickle.loads(pickle.dumps(G))
     layer = next(m for m in clone.modules() if '_prepacked' in m.__dict__)
-    assert layer._prepacked.module is layer and layer._prepacked.by_shape == {}
+    assert layer._prepacked.module is layer and layer._prepacked.by_input == {}
     with torch.no_grad():
         assert torch.equal(clone(*x), G(*x)) and any(packed_shapes(clone))
+
+
+def test_each_thread_count_decides_for_itself():
+    """PyTorch's kernel for a shape can change with the thread count, so each count gets its own decision."""
+    G, plain = packed_eval_pair(32)
+    x = inputs(1)[0]
+    threads = torch.get_num_threads()
+    try:
+        with torch.inference_mode():
+            for n in (1, 2):
+                torch.set_num_threads(n)
+                assert torch.equal(G(*x), plain(*x))
+    finally:
+        torch.set_num_threads(threads)
+    layer = next(m for m in G.modules() if '_prepacked' in m.__dict__)
+    assert sorted(n for _, n in layer._prepacked.by_input) == [1, 2]
