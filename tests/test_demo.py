@@ -72,6 +72,28 @@ def test_demo_model_numbers_match_readme(tmp_path):
         assert got[key] == pytest.approx(stated[key], rel=0.01, abs=0.011), key
 
 
+def test_train_demo_model_script_at_toy_size(tiny_dataset, tmp_path):
+    """scripts/train_demo_model.sh's two stages at toy size: stage 2 starts from stage 1's weights with fresh
+    optimizers, and the record states both commands and the sample count."""
+    out = tmp_path / 'ck'
+    res = run(['bash', 'scripts/train_demo_model.sh'], DEMO_DATA=str(tiny_dataset), DEMO_CHECKPOINTS=str(out),
+              DEMO_NITER='1', DEMO_NITER_DECAY='0', DEMO_FT_NITER='0', DEMO_FT_NITER_DECAY='1')
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    demo = out / 'demo'
+    assert sorted(p.name for p in demo.iterdir()) == ['TRAINING.md', 'latest_net_E.pth', 'latest_net_G.pth',
+                                                      'loss_log.txt', 'train_opt.txt']
+    assert re.search(r'no training state \S+: continuing from the weights', res.stderr)
+    state_G = checkpoint.load_state_dict_file(str(demo / 'latest_net_G.pth'))
+    state_E = checkpoint.load_state_dict_file(str(demo / 'latest_net_E.pth'))
+    assert checkpoint.infer_architecture(state_G, state_E) == {'ngf': 16, 'ndf': 16, 'style_dim': 16}
+    assert (demo / 'loss_log.txt').read_text().count('Training Loss') == 2  # one run per stage
+    record = (demo / 'TRAINING.md').read_text()
+    assert '--lr 1e-3 --niter 1 --niter_decay 0`' in record
+    assert '--lr 3e-4 --niter 0 --niter_decay 1 --continue_train --epoch latest`' in record
+    n = len((tiny_dataset / 'IHD_train.txt').read_text().split())
+    assert f'(1 + 1) epochs x {n} composites = {2 * n} training samples' in record
+
+
 def test_paired_comparison_by_hand(tmp_path):
     spec = importlib.util.spec_from_file_location('compare_results', ROOT / 'scripts' / 'compare_results.py')
     compare = importlib.util.module_from_spec(spec)
