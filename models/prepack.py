@@ -28,7 +28,6 @@ from typing import Any, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ class _Packed:
         raise NotImplementedError
 
     def eager(self, x: torch.Tensor) -> torch.Tensor:
-        """What the module computes with PyTorch's own call."""
+        """What the module computes with its class's own code (PyTorch's call)."""
         raise NotImplementedError
 
     def pack(self, shape: tuple[int, ...]) -> Optional[torch.Tensor]:
@@ -145,15 +144,11 @@ class _PackedConvTranspose(_Packed):
             m.groups, 'none', [], '')
 
     def eager(self, x: torch.Tensor) -> torch.Tensor:
-        """What ``nn.ConvTranspose2d.forward`` computes without ``output_size``."""
-        m = self.module
-        return F.conv_transpose2d(x, m.weight, m.bias, m.stride, m.padding, m.output_padding, m.groups, m.dilation)
+        return nn.ConvTranspose2d.forward(self.module, x)
 
     def __call__(self, x: torch.Tensor, output_size: Optional[Any] = None) -> torch.Tensor:
-        if output_size is not None:
-            return nn.ConvTranspose2d.forward(self.module, x, output_size)
-        packed = self.packed_for(x)
-        return self.eager(x) if packed is None else self.run(x, packed)
+        packed = self.packed_for(x) if output_size is None else None
+        return nn.ConvTranspose2d.forward(self.module, x, output_size) if packed is None else self.run(x, packed)
 
 
 class _PackedConv2d(_Packed):
@@ -175,7 +170,7 @@ class _PackedConv2d(_Packed):
 
     def eager(self, x: torch.Tensor) -> torch.Tensor:
         m = self.module
-        return F.conv2d(x, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+        return nn.Conv2d._conv_forward(m, x, m.weight, m.bias)
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         m = self.module
