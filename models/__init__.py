@@ -2,18 +2,24 @@
 
 ``MODELS`` is the registry that ``--model`` chooses from (argparse ``choices``). To add a model, write a
 :class:`models.base_model.BaseModel` subclass in ``<name>_model.py`` (``set_input``, ``forward``,
-``optimize_parameters``, optionally ``modify_commandline_options``) and register it here.
+``optimize_parameters``, optionally ``modify_commandline_options``) and register it here. Networks are built
+and loaded through :mod:`models.factory` alone.
 """
 from __future__ import annotations
 
 import argparse
 from typing import Callable
 
+from .bargainnet_model import BargainNetModel, harmonize
 from .base_model import BaseModel
-from .bargainnet_model import BargainNetModel
-from .inference import HarmonyScorer, Harmonizer, harmonize, harmony_score, load_bargainnet, load_extractor  # noqa: F401
+from .factory import Architecture, create_networks, load_bargainnet, load_extractor, select_device
+from .inference import HarmonyScorer, Harmonizer, harmony_score
 
 MODELS: dict[str, type[BaseModel]] = {'bargainnet': BargainNetModel}
+
+__all__ = ['MODELS', 'BaseModel', 'BargainNetModel', 'Architecture', 'create_networks', 'load_bargainnet',
+           'load_extractor', 'select_device', 'harmonize', 'HarmonyScorer', 'Harmonizer', 'harmony_score',
+           'get_model_class', 'get_option_setter', 'create_model']
 
 
 def get_model_class(name: str) -> type[BaseModel]:

@@ -4,16 +4,69 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import networks, prepack
+from . import networks
 from .base_model import BaseModel
+from .factory import Architecture, create_networks
 
 logger = logging.getLogger(__name__)
+
+PROTOCOLS = ('released', 'deploy')
+
+
+@contextlib.contextmanager
+def test_mode(nets: Sequence[nn.Module], per_image: bool, seeds: Optional[Sequence[int]] = None) -> Iterator[None]:
+    """Networks set for a test forward, restored afterwards.
+
+    ``per_image``: the released test (no ``--eval``): training-mode BatchNorm with each image's own statistics
+    (what it computes on a batch of one) and dropout with a mask drawn from each image's seed; running
+    statistics untouched. Otherwise eval mode: running statistics, no dropout.
+    """
+    was_training = [net.training for net in nets]
+    for net in nets:
+        net.train(per_image)
+        networks.set_per_sample(net, per_image, list(seeds) if per_image and seeds is not None else None)
+    try:
+        yield
+    finally:
+        for net, training in zip(nets, was_training):
+            networks.set_per_sample(net, False)
+            net.train(training)
+
+
+def harmonize(netG: nn.Module, netE: nn.Module, comp: torch.Tensor, mask: torch.Tensor, code_image: torch.Tensor,
+              per_image: bool, seeds: Optional[Sequence[int]] = None,
+              autocast: Optional[contextlib.AbstractContextManager] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one test-time forward: z_b = E(code_image, 1 − mask), harm = G(comp, mask, z_b).
+
+    Args:
+        netG, netE: the generator and the extractor.
+        comp: (B,3,H,W) composites in [-1, 1], sides multiples of 256.
+        mask: (B,1,H,W) in {0, 1}: the region to harmonize.
+        code_image: the image the background code is read from: the real image in the released protocol
+            (whose background equals the composite's), the composite itself in deployment.
+        per_image: BatchNorm with each image's statistics and dropout active (see :func:`test_mode`);
+            False: running statistics, no dropout (``--eval``).
+        seeds: one dropout seed per image (default 0, 1, ...).
+        autocast: a mixed-precision context, or None.
+
+    Returns:
+        The harmonized images and the background codes, float32.
+    """
+    seeds = list(range(comp.shape[0])) if seeds is None else seeds
+    with test_mode((netG, netE), per_image, seeds), torch.inference_mode(), autocast or contextlib.nullcontext():
+        z_b = netE(code_image, 1 - mask)
+        harm = netG(comp, mask, z_b)
+    return harm.float(), z_b.float()
+
+
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.promote_types(torch.float32, t.dtype))
 
 
 class BargainNetStep(nn.Module):
@@ -42,75 +95,80 @@ class BargainNetModel(BaseModel):
     """Background-guided domain translation (Cong et al., ICME 2021).
 
     Training minimizes L1(harm, real) + λ_tri·(λ_ff2·T(z_f, ẑ_f, z̃_f) + λ_f2b·T(ẑ_f, z_b, z̃_f)) with two
-    Adam optimizers (G at lr·g_lr_ratio, E at lr·e_lr_ratio). Testing computes only the background code of
-    the composite and the harmonized image. Without ``--eval`` BatchNorm normalizes each image with its own
-    statistics and dropout draws per-image masks from ``--seed`` and the image's index, so results are the
-    released protocol's and do not depend on ``--batch_size``.
+    Adam optimizers (G at lr·g_lr_ratio, E at lr·e_lr_ratio). With ``--per_image_norm`` every image is
+    normalized by its own statistics, as at the released batch size 1, so that a batch of B is B batch-1
+    steps averaged. Testing runs :func:`harmonize` (``--protocol`` chooses where the background code comes
+    from; without ``--eval`` each image uses its own statistics, the released protocol).
     """
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
         parser.set_defaults(norm='batch', netG='s2ad', dataset_mode='iharmony4')
         g = parser.add_argument_group('bargainnet')
-        g.add_argument('--triplet_distance', type=str, default='channelwise', choices=('channelwise', 'euclidean'),
-                       help='channelwise: what the released code computes; euclidean: the paper\'s equations')
-        g.add_argument('--lambda_tri', type=float, default=0.01, help='weight of the triplet losses')
-        g.add_argument('--lambda_f2b', type=float, default=1.0, help='weight of T(ẑ_f, z_b, z̃_f)')
-        g.add_argument('--lambda_ff2', type=float, default=1.0, help='weight of T(z_f, ẑ_f, z̃_f)')
-        g.add_argument('--margin', type=float, default=0.1, help='triplet margin')
-        g.add_argument('--g_lr_ratio', type=float, default=1.0, help='generator lr = lr * g_lr_ratio')
-        g.add_argument('--e_lr_ratio', type=float, default=1.0, help='extractor lr = lr * e_lr_ratio')
+        if is_train:
+            g.add_argument('--triplet_distance', type=str, default='channelwise', choices=('channelwise', 'euclidean'),
+                           help="channelwise: what the released code computes; euclidean: the paper's equations")
+            g.add_argument('--lambda_tri', type=float, default=0.01, help='weight of the triplet losses')
+            g.add_argument('--lambda_f2b', type=float, default=1.0, help='weight of T(ẑ_f, z_b, z̃_f)')
+            g.add_argument('--lambda_ff2', type=float, default=1.0, help='weight of T(z_f, ẑ_f, z̃_f)')
+            g.add_argument('--margin', type=float, default=0.1, help='triplet margin')
+            g.add_argument('--g_lr_ratio', type=float, default=1.0, help='generator lr = lr * g_lr_ratio')
+            g.add_argument('--e_lr_ratio', type=float, default=1.0, help='extractor lr = lr * e_lr_ratio')
+            g.add_argument('--per_image_norm', action='store_true',
+                           help='normalize every image by its own statistics (BatchNorm as at batch size 1): a '
+                                'batch of B is B batch-1 steps averaged; test it without --eval')
+            g.add_argument('--fused_adam', action='store_true', help='fused Adam kernels (faster on GPUs)')
+        else:
+            g.add_argument('--protocol', type=str, default='released', choices=PROTOCOLS,
+                           help='released: the background code from the real image, as the released test did; '
+                                'deploy: from the composite (the real image is never seen)')
+            g.add_argument('--invert_mask', action='store_true',
+                           help='background harmonization: feed the inverted mask to G and E')
         return parser
 
     def __init__(self, opt: argparse.Namespace) -> None:
         super().__init__(opt)
         self.loss_names = ['L1', 'tri']
         self.visual_names = ['comp', 'real', 'harm', 'mask']
-        netG = networks.define_G(opt.input_nc, opt.output_nc, opt.ngf, opt.netG, opt.norm, not opt.no_dropout,
-                                 opt.style_dim, opt.init_type, opt.init_gain)
-        netE = networks.define_E(opt.style_dim, opt.ndf, opt.norm, opt.init_type, opt.init_gain)
+        netG, netE = create_networks(Architecture.from_options(opt), opt.init_type, opt.init_gain)
         self.nets = {'G': netG.to(self.device), 'E': netE.to(self.device)}
         self.memory_format = torch.channels_last if opt.channels_last else torch.contiguous_format
         if opt.channels_last:
             for net in self.nets.values():
                 net.to(memory_format=torch.channels_last)
         self.step_module: nn.Module = BargainNetStep(netG, netE)
+        self.test_nets: tuple[nn.Module, nn.Module] = (netG, netE)
         self.amp_dtype = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[opt.amp]
         self.scaler: Optional[torch.amp.GradScaler] = None
-        self.per_sample = False
         if self.is_train:
             betas = (opt.beta1, 0.999)
-            self.optimizer_G = torch.optim.Adam(netG.parameters(), lr=opt.lr * opt.g_lr_ratio, betas=betas)
-            self.optimizer_E = torch.optim.Adam(netE.parameters(), lr=opt.lr * opt.e_lr_ratio, betas=betas)
+            fused = True if opt.fused_adam else None
+            self.optimizer_G = torch.optim.Adam(netG.parameters(), lr=opt.lr * opt.g_lr_ratio, betas=betas, fused=fused)
+            self.optimizer_E = torch.optim.Adam(netE.parameters(), lr=opt.lr * opt.e_lr_ratio, betas=betas, fused=fused)
             self.optimizers = [self.optimizer_G, self.optimizer_E]
             if opt.amp == 'fp16':
                 self.scaler = torch.amp.GradScaler(self.device.type)
+        else:
+            self.per_image = not opt.eval
+            self.code_from = 'real' if opt.protocol == 'released' else 'comp'
+            self.invert_mask = opt.invert_mask
 
     # ----------------------------------------------------------------- setup
     def setup(self) -> None:
-        """Load weights as needed, then choose the normalization mode and wrap for DDP / compile."""
+        """Load weights as needed, then set the normalization mode and wrap for DDP / compile."""
         super().setup()
         opt = self.opt
         if self.is_train:
             self.train()
-        elif opt.eval:
-            self.eval()
-        else:
-            # the released test: training-mode BatchNorm on single images and active dropout
-            self.train()
-            self.per_sample = True
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and self.is_train:
-            ids = [self.device.index] if self.device.type == 'cuda' else None
-            self.step_module = nn.parallel.DistributedDataParallel(self.step_module, device_ids=ids)
-        if (not self.is_train and self.device.type == 'cpu' and not getattr(opt, 'no_prepack', False)
-                and not opt.compile and self.amp_dtype is None):
-            # bit-identical outputs; the weights are reordered once instead of on every call
-            n = {k: prepack.prepack(self.nets[k]) for k in ('G', 'E')}
-            logger.debug('convolutions run with prepacked oneDNN weights: %d of G, %d of E', n['G'], n['E'])
+            if opt.per_image_norm:
+                for net in self.nets.values():
+                    networks.set_per_sample(net, True, update_stats=True)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                ids = [self.device.index] if self.device.type == 'cuda' else None
+                self.step_module = nn.parallel.DistributedDataParallel(self.step_module, device_ids=ids)
         if opt.compile:
             self.step_module = torch.compile(self.step_module)
-            self.test_G = torch.compile(self.nets['G'])
-            self.test_E = torch.compile(self.nets['E'])
+            self.test_nets = (torch.compile(self.nets['G']), torch.compile(self.nets['E']))
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -134,15 +192,16 @@ class BargainNetModel(BaseModel):
 
     # ----------------------------------------------------------------- training
     def forward(self) -> None:
-        """The training forward: G's output and the four codes of SPEC §3."""
+        """The training forward: G's output and the four codes."""
         with self.autocast():
             self.harm, self.z_b, self.z_f, self.z_hf, self.z_cf = self.step_module(self.comp, self.real, self.mask)
 
     def compute_losses(self) -> torch.Tensor:
-        """L1 + weighted triplets (SPEC §3), in float32 whatever --amp computed the forward in."""
+        """L1 + weighted triplets, in float32 whatever --amp computed the forward in."""
         opt = self.opt
-        self.loss_L1 = F.l1_loss(self.harm.float(), self.real.float())
-        z_b, z_f, z_hf, z_cf = (z.float() for z in (self.z_b, self.z_f, self.z_hf, self.z_cf))
+        harm, real, z_b, z_f, z_hf, z_cf = (_at_least_float32(t) for t in (self.harm, self.real, self.z_b, self.z_f,
+                                                                            self.z_hf, self.z_cf))
+        self.loss_L1 = F.l1_loss(harm, real)
         t_ff2 = networks.triplet_loss(z_f, z_hf, z_cf, opt.margin, opt.triplet_distance)
         t_f2b = networks.triplet_loss(z_hf, z_b, z_cf, opt.margin, opt.triplet_distance)
         self.loss_tri = opt.lambda_tri * (opt.lambda_ff2 * t_ff2 + opt.lambda_f2b * t_f2b)
@@ -166,29 +225,12 @@ class BargainNetModel(BaseModel):
                 optimizer.step()
 
     # ----------------------------------------------------------------- testing
-    def harmonize(self, comp: torch.Tensor, mask: torch.Tensor,
-                  sample_seeds: Optional[list[int]] = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Harmonize ``comp`` (B,3,H,W in [-1,1]) inside ``mask`` (B,1,H,W); return (image, background code).
-
-        Only what evaluation needs: one extractor pass for the background code, one generator pass.
-        """
-        netG = getattr(self, 'test_G', self.nets['G'])
-        netE = getattr(self, 'test_E', self.nets['E'])
-        if self.per_sample:
-            seeds = sample_seeds if sample_seeds is not None else list(range(comp.shape[0]))
-            for net in self.nets.values():
-                networks.set_per_sample(net, True, seeds)
-        try:
-            with torch.inference_mode(), self.autocast():
-                z_b = netE(comp, 1 - mask)
-                harm = netG(comp, mask, z_b)
-        finally:
-            if self.per_sample:
-                for net in self.nets.values():
-                    networks.set_per_sample(net, False)
-        return harm.float(), z_b.float()
-
     def test(self) -> None:
-        """Evaluation forward (``--invert_mask`` harmonizes the background to the foreground)."""
-        mask = 1 - self.mask if getattr(self.opt, 'invert_mask', False) else self.mask
-        self.harm, self.z_b = self.harmonize(self.comp, mask, self.sample_seeds)
+        """The evaluation forward (:func:`harmonize`); ``--invert_mask`` harmonizes the background instead."""
+        mask = 1 - self.mask if self.invert_mask else self.mask
+        if self.code_from == 'real' and self.real is None:
+            raise ValueError('the released protocol reads the background code from the real image, which this '
+                             'batch lacks: use --protocol deploy')
+        code_image = self.real if self.code_from == 'real' else self.comp
+        self.harm, self.z_b = harmonize(*self.test_nets, self.comp, mask, code_image, self.per_image,
+                                        self.sample_seeds, self.autocast())

@@ -11,16 +11,10 @@ import torch
 import torch.nn as nn
 from torch.optim import lr_scheduler
 
-from .checkpoint import atomic_save, check_network_set, load_network, plain_state_dict
+from .checkpoint import atomic_save, load_weights, plain_state_dict
+from .factory import checkpoint_paths, checkpoint_tag, select_device
 
 logger = logging.getLogger(__name__)
-
-
-def select_device(gpu_ids: list[int]) -> torch.device:
-    """The device of ``--gpu_ids`` (already resolved): the first listed GPU, or the CPU when empty."""
-    if gpu_ids:
-        return torch.device('cuda', gpu_ids[0])
-    return torch.device('cpu')
 
 
 def get_scheduler(optimizer: torch.optim.Optimizer, opt: argparse.Namespace) -> Any:
@@ -97,7 +91,7 @@ class BaseModel(ABC):
 
     def checkpoint_tag(self) -> str:
         """The checkpoint prefix that ``--epoch`` / ``--load_iter`` select."""
-        return f'iter_{self.opt.load_iter}' if self.opt.load_iter > 0 else str(self.opt.epoch)
+        return checkpoint_tag(self.opt.epoch, self.opt.load_iter)
 
     def eval(self) -> None:
         for net in self.nets.values():
@@ -145,10 +139,9 @@ class BaseModel(ABC):
 
     def load_networks(self, tag: str | int) -> None:
         """Load ``<tag>_net_<name>.pth`` into every network, strictly and with ``weights_only=True``."""
-        paths = {name: self.network_path(str(tag), name) for name in self.nets}
-        check_network_set(paths, self.opt.checkpoints_dir, self.opt.name, str(tag))
+        paths = checkpoint_paths(self.save_dir, str(tag))
         for name, net in self.nets.items():
-            load_network(net, paths[name])
+            load_weights(net, paths[name], name)
             logger.info('loaded %s', paths[name])
 
     def training_state(self) -> dict[str, Any]:

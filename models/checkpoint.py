@@ -1,19 +1,30 @@
-"""Reading and writing network weights in the released format: strict, safe and atomic."""
+"""The one loader of network weights: released-format state dicts, read safely and loaded strictly.
+
+A released checkpoint is a plain state dict saved with ``torch.save``: ``<epoch>_net_G.pth`` (the generator)
+and ``<epoch>_net_E.pth`` (the domain code extractor). Every script loads weights through
+:func:`read_weights` and :func:`load_weights`, so that every problem gets the same one-line message naming the
+file: a folder or a missing file, a file that is not a weights-only state dict, the other network's file, a
+width that differs from the file's, and any other missing, unexpected or mis-shaped key.
+"""
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
-from typing import Any, Mapping
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
 
 _WRAPPER_PREFIXES = ('module.', '_orig_mod.')
+KINDS = {'G': 'a generator (G, *_net_G.pth)', 'E': 'a domain code extractor (E, *_net_E.pth)'}
+# the width options and the key whose shape tells each one
+WIDTH_KEYS = {'G': {'ngf': ('model.model.0.weight', 0)},
+              'E': {'ndf': ('conv1f.weight', 0), 'style_dim': ('convs.weight', 0)}}
+MAX_KEYS_SHOWN = 4
 
 
 def unwrap(net: nn.Module) -> nn.Module:
-    """Return the plain network inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    """The plain network inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
     while True:
         if isinstance(net, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
             net = net.module
@@ -25,9 +36,8 @@ def unwrap(net: nn.Module) -> nn.Module:
 
 def plain_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
     """State dict of the unwrapped network on the CPU, without ``module.`` or ``_orig_mod.`` prefixes."""
-    state = unwrap(net).state_dict()
     out = {}
-    for key, value in state.items():
+    for key, value in unwrap(net).state_dict().items():
         for prefix in _WRAPPER_PREFIXES:
             key = key.replace(prefix, '')
         out[key] = value.detach().cpu()
@@ -35,9 +45,9 @@ def plain_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``.
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename it over ``path``.
 
-    A process killed during the save leaves the previous file intact.
+    A process killed at any moment leaves either the previous file or the new one, never a torn file.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -54,132 +64,87 @@ def atomic_save(obj: Any, path: str) -> None:
         raise
 
 
-def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
-    """Load a state dict with ``weights_only=True``; clear errors for a missing, unsafe or foreign file."""
+def read_weights(path: str, what: str = 'weights') -> dict[str, torch.Tensor]:
+    """A state dict of tensors from ``path``, loaded with ``weights_only=True`` on the CPU.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: ``path`` is a folder, is not a PyTorch file that loads safely, or does not hold a state dict.
+    """
+    if os.path.isdir(path):
+        raise ValueError(f'{path}: is a folder, not a {what} file (give the file, e.g. '
+                         f'{os.path.join(path, "latest_net_E.pth")})')
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'{path}: checkpoint not found')
+        raise FileNotFoundError(f'{path}: {what} file not found')
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # pickle.UnpicklingError for unsafe objects, RuntimeError for corrupt files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f'{path}: cannot be loaded as a weights-only state dict ({first})') from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f'{path}: is not a state dict of tensors (a plain <epoch>_net_<G|E>.pth is expected)')
+    except Exception as exc:  # UnpicklingError (unsafe or not a pickle), RuntimeError (not a zip / corrupt)
+        raise ValueError(f'{path}: not a PyTorch {what} file that loads safely with weights_only=True '
+                         f'({_short_reason(exc)}); expected a state dict saved with torch.save') from None
+    if isinstance(state, dict) and 'networks' in state and isinstance(state['networks'], dict):
+        raise ValueError(f'{path}: is a training state; load the network files <tag>_net_G.pth / <tag>_net_E.pth '
+                         'saved beside it')
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f'{path}: does not hold a state dict of tensors (a released <epoch>_net_G.pth or '
+                         '<epoch>_net_E.pth is expected)')
     return state
 
 
-def check_state_dict(net: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
-    """Raise one ValueError naming every missing, unexpected and mis-shaped key of ``state`` for ``net``."""
-    expected = net.state_dict()
+def _short_reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if not text or 'weights_only' in text or 'Weights only load failed' in text:
+        return f'{type(exc).__name__}: it is not a tensor file, or it holds other objects than tensors'
+    return text.splitlines()[0][:160]
+
+
+def network_kind(state: dict[str, torch.Tensor]) -> Optional[str]:
+    """'G' or 'E' by the keys that only that network has; None when neither matches."""
+    if 'model.model.0.weight' in state and 'weight' in state:
+        return 'G'
+    if 'conv1f.weight' in state and 'convs.weight' in state:
+        return 'E'
+    return None
+
+
+def widths(state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """``ngf`` (G), ``ndf`` and ``style_dim`` (E) as the tensor shapes of a state dict say."""
+    found = {}
+    for keys in WIDTH_KEYS.values():
+        for name, (key, dim) in keys.items():
+            if key in state and state[key].dim() > dim:
+                found[name] = int(state[key].shape[dim])
+    return found
+
+
+def check_state_dict(net: nn.Module, state: dict[str, torch.Tensor], path: str, kind: str) -> None:
+    """Raise one ValueError that says why ``state`` does not fit ``net`` (see the module docstring)."""
+    found = network_kind(state)
+    if found is not None and found != kind:
+        raise ValueError(f'{path}: holds {KINDS[found]}, but {KINDS[kind]} is expected here')
+    expected = unwrap(net).state_dict()
+    built, in_file = widths(expected), widths(state)
+    diff = [name for name in WIDTH_KEYS[kind] if name in built and name in in_file and built[name] != in_file[name]]
+    if diff:
+        raise ValueError(f'{path}: the file has {", ".join(f"{n} {in_file[n]}" for n in diff)}, but the network '
+                         f'was built with {", ".join(f"{n} {built[n]}" for n in diff)} '
+                         f'({" ".join(f"--{n} {in_file[n]}" for n in diff)}, or leave the option out to read it '
+                         'from the weights)')
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    shapes = [f'{k} (file {tuple(state[k].shape)}, model {tuple(v.shape)})'
+    shapes = [f'{k} (file {tuple(state[k].shape)}, network {tuple(v.shape)})'
               for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    problems = []
-    if missing:
-        problems.append(f'missing keys: {", ".join(missing)}')
-    if unexpected:
-        problems.append(f'unexpected keys: {", ".join(unexpected)}')
-    if shapes:
-        problems.append(f'mis-shaped keys: {"; ".join(shapes)}')
+    problems = [f'{len(keys)} {label}: {", ".join(keys[:MAX_KEYS_SHOWN])}{", ..." if len(keys) > MAX_KEYS_SHOWN else ""}'
+                for label, keys in (('missing keys', missing), ('unexpected keys', unexpected),
+                                    ('mis-shaped keys', shapes)) if keys]
     if problems:
-        raise ValueError(f'{path}: does not match the network ({" | ".join(problems)}); '
-                         'check --ngf/--ndf/--style_dim/--norm/--netG')
+        raise ValueError(f'{path}: does not fit the network ({"; ".join(problems)}); check --norm and --netG')
 
 
-def load_network(net: nn.Module, path: str) -> None:
-    """Load ``path`` into ``net`` strictly (after :func:`check_state_dict`)."""
-    state = load_state_dict_file(path)
-    net = unwrap(net)
-    check_state_dict(net, state, path)
-    net.load_state_dict(state, strict=True)
+def load_weights(net: nn.Module, path: str, kind: str, state: Optional[dict[str, torch.Tensor]] = None) -> None:
+    """Load ``path`` into ``net`` strictly; ``kind`` ('G' or 'E') names the expected network.
 
-
-def infer_architecture(state_G: dict[str, torch.Tensor], state_E: dict[str, torch.Tensor]) -> dict[str, int]:
-    """Read ``ngf``, ``ndf`` and ``style_dim`` from the tensor shapes of released-format state dicts."""
-    arch = {}
-    if 'model.model.0.weight' in state_G:
-        arch['ngf'] = int(state_G['model.model.0.weight'].shape[0])
-    if 'conv1f.weight' in state_E:
-        arch['ndf'] = int(state_E['conv1f.weight'].shape[0])
-    if 'convs.weight' in state_E:
-        arch['style_dim'] = int(state_E['convs.weight'].shape[0])
-    return arch
-
-
-# ----------------------------------------------------------------------------------------------- saved sets
-def train_state_path(save_dir: str, tag: str) -> str:
-    """``<save_dir>/<tag>_train_state.pth``: train.py's optimizers, schedulers, counters, RNG states."""
-    return os.path.join(save_dir, f'{tag}_train_state.pth')
-
-
-def pending_path(path: str) -> str:
-    """Where train.py writes ``path`` before renaming it into place: ``.<name>.pending`` next to it."""
-    return os.path.join(os.path.dirname(path), '.' + os.path.basename(path) + '.pending')
-
-
-def file_sha256(path: str) -> str:
-    """SHA-256 of a file's bytes."""
-    with open(path, 'rb') as f:
-        return hashlib.file_digest(f, 'sha256').hexdigest()
-
-
-def load_train_state_file(path: str) -> dict[str, Any]:
-    """A training state written by train.py (``weights_only``); ValueError if corrupt or foreign."""
-    try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # corrupt or not a weights-only file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f'{path}: cannot be loaded as a training state ({first})') from exc
-    if not isinstance(state, dict) or 'networks' not in state or 'model' not in state:
-        raise ValueError(f'{path}: is not a training state written by train.py')
-    return state
-
-
-def state_matches(state: Mapping[str, Any], net_paths: Mapping[str, str]) -> bool:
-    """Whether the network files are the ones whose SHA-256 the training state recorded."""
-    digests = state.get('networks', {})
-    return all(name in digests and os.path.isfile(path) and file_sha256(path) == digests[name]['sha256']
-               for name, path in net_paths.items())
-
-
-def check_network_set(net_paths: Mapping[str, str], checkpoints_dir: str, name: str, tag: str) -> None:
-    """What must hold before ``<tag>_net_*.pth`` are loaded: every file is there, and all come from one save.
-
-    Raises:
-        FileNotFoundError: a file is missing (the message names them and the options that chose them).
-        ValueError: see :func:`check_saved_set`.
+    ``state``: the file's state dict when it was already read with :func:`read_weights`.
     """
-    missing = [p for p in net_paths.values() if not os.path.isfile(p)]
-    if missing:
-        raise FileNotFoundError(
-            f'weights not found: {", ".join(missing)} (--name {name}, --checkpoints_dir {checkpoints_dir}, '
-            f'--epoch {tag}); put <epoch>_net_G.pth and <epoch>_net_E.pth there')
-    check_saved_set(net_paths, tag)
-
-
-def check_saved_set(net_paths: Mapping[str, str], tag: str) -> None:
-    """Refuse network files that an interrupted save of train.py left from two different saves.
-
-    train.py writes a checkpoint as a set (``<tag>_net_*.pth`` and ``<tag>_train_state.pth``, which records
-    their SHA-256): pending files first, then renames, the state last. A run stopped during the renames leaves
-    ``.<tag>_train_state.pth.pending``; only then (a rare case, so the usual load stays cheap) are the network
-    files compared with the recorded digests, of the old set and of the new one.
-
-    Raises:
-        ValueError: the files match neither set, with how to repair it.
-    """
-    save_dir = os.path.dirname(next(iter(net_paths.values())))
-    state_path = train_state_path(save_dir, tag)
-    pending = pending_path(state_path)
-    if not os.path.exists(pending):
-        return
-    for path in (state_path, pending):
-        try:
-            if os.path.isfile(path) and state_matches(load_train_state_file(path), net_paths):
-                return
-        except ValueError:
-            continue
-    names = ', '.join(os.path.basename(p) for p in net_paths.values())
-    raise ValueError(f'{save_dir}: {names} come from two different saves (train.py was stopped while saving '
-                     f'"{tag}"); finish that save with train.py --continue_train, or choose another --epoch')
+    state = read_weights(path) if state is None else state
+    check_state_dict(net, state, path, kind)
+    unwrap(net).load_state_dict(state, strict=True)

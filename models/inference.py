@@ -25,8 +25,8 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from . import networks, prepack
-from .checkpoint import check_network_set, check_state_dict, infer_architecture, load_state_dict_file
+from .bargainnet_model import harmonize as harmonize_forward
+from .factory import load_bargainnet, load_extractor
 
 logger = logging.getLogger(__name__)
 
@@ -178,78 +178,6 @@ def _by_stem(folder: str) -> dict[str, str]:
     for path in sorted(_image_files(folder), key=lambda p: rank[os.path.splitext(p)[1].lower()]):
         found.setdefault(os.path.splitext(os.path.basename(path))[0], path)
     return found
-
-
-# ----------------------------------------------------------------------------------------------- devices, weights
-def resolve_device(gpu: int) -> torch.device:
-    """``cuda:<gpu>``, or the CPU when ``gpu`` < 0 or CUDA is not available (with a warning if a GPU was asked)."""
-    if gpu < 0:
-        return torch.device('cpu')
-    if not torch.cuda.is_available():
-        logger.warning('GPU %d asked for but CUDA is not available: running on the CPU', gpu)
-        return torch.device('cpu')
-    if gpu >= torch.cuda.device_count():
-        raise ValueError(f'GPU {gpu} asked for but this machine has {torch.cuda.device_count()} GPU(s)')
-    return torch.device('cuda', gpu)
-
-
-def _architecture(paths: dict[str, str], states: dict[str, dict[str, torch.Tensor]],
-                  given: dict[str, Optional[int]]) -> dict[str, int]:
-    """``given`` with every None replaced by what the checkpoints' shapes say (and logged)."""
-    inferred = infer_architecture(states.get('G', {}), states.get('E', {}))
-    arch, read = {}, []
-    for key, value in given.items():
-        if value is None:
-            if key not in inferred:
-                raise ValueError(f'{", ".join(paths.values())}: cannot read {key} from the weights; pass --{key}')
-            value = inferred[key]
-            read.append(f'{key}={value}')
-        arch[key] = value
-    if read:
-        logger.info('architecture read from the shapes in %s: %s', ', '.join(paths.values()), ', '.join(read))
-    return arch
-
-
-def _load_strict(net: nn.Module, state: dict[str, torch.Tensor], path: str, device: torch.device) -> nn.Module:
-    check_state_dict(net, state, path)
-    net.load_state_dict(state, strict=True)
-    return net.to(device)
-
-
-def load_extractor(path: str, device: Device = 'cpu', ndf: Optional[int] = None,
-                   style_dim: Optional[int] = None) -> nn.Module:
-    """The domain code extractor E of ``path`` (a released-format ``*_net_E.pth``), strictly loaded, in eval mode.
-
-    Args:
-        path: the weights.
-        device: where E runs.
-        ndf, style_dim: E's width and code length; None reads them from the weights' shapes.
-    """
-    state = load_state_dict_file(path)
-    arch = _architecture({'E': path}, {'E': state}, {'ndf': ndf, 'style_dim': style_dim})
-    net = networks.define_E(arch['style_dim'], arch['ndf'], 'batch')
-    return _load_strict(net, state, path, torch.device(device)).eval()
-
-
-def load_bargainnet(checkpoints_dir: str, name: str, epoch: str = 'latest', device: Device = 'cpu',
-                    ngf: Optional[int] = None, ndf: Optional[int] = None, style_dim: Optional[int] = None,
-                    use_dropout: bool = True) -> tuple[nn.Module, nn.Module]:
-    """Generator G and extractor E of ``<checkpoints_dir>/<name>/<epoch>_net_{G,E}.pth``, strictly loaded.
-
-    Args:
-        checkpoints_dir, name, epoch: where the weights are, as for test.py.
-        device: where the networks run.
-        ngf, ndf, style_dim: the architecture; None reads each from the weights' shapes.
-        use_dropout: False for a generator trained with ``--no_dropout`` (the weights do not tell).
-    """
-    paths = {k: os.path.join(checkpoints_dir, name, f'{epoch}_net_{k}.pth') for k in ('G', 'E')}
-    check_network_set(paths, checkpoints_dir, name, epoch)
-    states = {k: load_state_dict_file(p) for k, p in paths.items()}
-    arch = _architecture(paths, states, {'ngf': ngf, 'ndf': ndf, 'style_dim': style_dim})
-    device = torch.device(device)
-    netG = networks.define_G(4 + arch['style_dim'], 3, arch['ngf'], 's2ad', 'batch', use_dropout, arch['style_dim'])
-    netE = networks.define_E(arch['style_dim'], arch['ndf'], 'batch')
-    return (_load_strict(netG, states['G'], paths['G'], device), _load_strict(netE, states['E'], paths['E'], device))
 
 
 # ----------------------------------------------------------------------------------------------- harmony score
@@ -443,9 +371,6 @@ class Harmonizer:
                  seed: int = 0, prepack_weights: bool = True) -> None:
         self.netG, self.netE = netG, netE
         self.device = torch.device(device) if device is not None else next(netG.parameters()).device
-        if prepack_weights and self.device.type == 'cpu':
-            for net in (netG, netE):
-                prepack.prepack(net)  # same outputs, weights reordered once (models/prepack.py)
         self.per_image = per_image
         self.seed = seed
         self.scorer = HarmonyScorer(netE, self.device)  # the same E, in eval mode while scoring
@@ -455,7 +380,8 @@ class Harmonizer:
                          ngf: Optional[int] = None, ndf: Optional[int] = None, style_dim: Optional[int] = None,
                          use_dropout: bool = True, per_image: bool = True, seed: int = 0) -> 'Harmonizer':
         """A harmonizer with the networks of :func:`load_bargainnet`."""
-        netG, netE = load_bargainnet(checkpoints_dir, name, epoch, device, ngf, ndf, style_dim, use_dropout)
+        netG, netE, _ = load_bargainnet(os.path.join(checkpoints_dir, name), epoch, device, ngf=ngf, ndf=ndf,
+                                        style_dim=style_dim, no_dropout=not use_dropout)
         return cls(netG, netE, device, per_image, seed)
 
     def harmonize_net(self, comp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -465,17 +391,9 @@ class Harmonizer:
             comp: (B,3,H,W) in [-1, 1], sides multiples of 256.
             mask: (B,1,H,W) in {0, 1}, the region to harmonize.
         """
-        nets = (self.netG, self.netE)
-        for net in nets:
-            net.train(self.per_image)
-            networks.set_per_sample(net, self.per_image, [self.seed] * comp.shape[0])
-        try:
-            with torch.inference_mode():
-                z_b = self.netE(comp, 1 - mask)
-                return self.netG(comp, mask, z_b).float()
-        finally:
-            for net in nets:
-                networks.set_per_sample(net, False)
+        harm, _ = harmonize_forward(self.netG, self.netE, comp, mask, comp, self.per_image,
+                                    [self.seed] * comp.shape[0])
+        return harm
 
     def harmonize(self, image: ImageInput, mask: ImageInput, mode: str = 'foreground', method: str = 'affine',
                   grid: int = DEFAULT_GRID) -> np.ndarray:

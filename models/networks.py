@@ -1,7 +1,8 @@
 """Layers and networks of BargainNet: the attention U-Net generator and the domain code extractor.
 
 Module and parameter names follow the released code, so that ``state_dict()`` is the released checkpoint
-format unchanged (see ``../shared/reference/checkpoint_keys_*.tsv``).
+format unchanged (``tests/reference/checkpoint_keys_*.tsv`` lists its keys and shapes). Networks are built by
+:func:`models.factory.create_networks`.
 """
 from __future__ import annotations
 
@@ -19,17 +20,23 @@ SIZE_DIVISOR = 256  # eight stride-2 levels
 class SampleBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d that can normalize every sample with its own statistics.
 
-    With ``per_sample`` set (and in training mode) each image is normalized over its own H×W, which is what
-    the released test did by running batch size 1 without ``--eval``; results then do not depend on which
-    images share a batch. Running statistics are left untouched in that mode. Parameters and buffers are
-    those of ``nn.BatchNorm2d``, so checkpoints are unchanged.
+    With ``per_sample`` set (and in training mode) each image is normalized over its own H×W: what BatchNorm
+    computes on a batch of one image, as the released code trained and tested. Results then do not depend on
+    which images share a batch, and a batch of B is B batch-1 forwards side by side. The running statistics
+    are updated (with the mean of the images' statistics, as B batch-1 steps would on average) only when
+    ``update_stats`` is set too (training); evaluation leaves them untouched. Parameters and buffers are those
+    of ``nn.BatchNorm2d``, so checkpoints are unchanged.
     """
 
     per_sample = False
+    update_stats = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.per_sample:
-            return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+            track = self.update_stats and self.track_running_stats
+            return F.instance_norm(x, self.running_mean if track else None, self.running_var if track else None,
+                                   self.weight, self.bias, use_input_stats=True,
+                                   momentum=self.momentum if self.momentum is not None else 0.1, eps=self.eps)
         return super().forward(x)
 
 
@@ -184,18 +191,19 @@ class PartialConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         kh, kw = self.kernel_size
-        # the mask sums and ratios stay in float32 under autocast: in float16, s + 1e-8 rounds to 0 and the
-        # ratio outside the mask becomes inf * 0 = NaN
+        # the mask sums and ratios stay in float32 (float64 for a float64 network) under autocast: in float16,
+        # s + 1e-8 rounds to 0 and the ratio outside the mask becomes inf * 0 = NaN
+        dtype = torch.promote_types(torch.float32, self.weight.dtype)
         with torch.no_grad(), torch.autocast(device_type=mask.device.type, enabled=False):
-            mask = mask.float()
+            mask = mask.to(dtype)
             ones = torch.ones(1, 1, kh, kw, dtype=mask.dtype, device=mask.device)
             s = F.conv2d(mask, ones, stride=self.stride, padding=self.padding, dilation=self.dilation)
             update = torch.clamp(s, 0, 1)
             ratio = (kh * kw) / (s + 1e-8) * update
-        raw = super().forward(x * mask.to(x.dtype)).float()
+        raw = super().forward(x * mask.to(x.dtype)).to(dtype)
         if self.bias is None:
             return raw * ratio, update
-        b = self.bias.view(1, -1, 1, 1).float()
+        b = self.bias.view(1, -1, 1, 1).to(dtype)
         return ((raw - b) * ratio + b) * update, update
 
 
@@ -235,30 +243,21 @@ class StyleEncoder(nn.Module):
         return self.convs(x)
 
 
-def define_G(input_nc: int, output_nc: int, ngf: int, netG: str, norm: str = 'batch', use_dropout: bool = True,
-             style_dim: int = 16, init_type: str = 'normal', init_gain: float = 0.02) -> nn.Module:
-    """Build and initialize the generator named ``netG``."""
-    if netG != 's2ad':
-        raise ValueError(f'generator [{netG}] is not known; choose s2ad')
-    net = S2ADGenerator(input_nc, output_nc, ngf, num_downs=8, norm=norm, use_dropout=use_dropout,
-                        style_dim=style_dim)
-    init_weights(net, init_type, init_gain)
-    return net
+def set_per_sample(net: nn.Module, enabled: bool, seeds: Optional[Sequence[int]] = None,
+                   update_stats: bool = False) -> None:
+    """Switch per-sample BatchNorm statistics on or off, and give the dropout layers per-sample seeds.
 
-
-def define_E(style_dim: int = 16, ndf: int = 64, norm: str = 'batch', init_type: str = 'normal',
-             init_gain: float = 0.02) -> nn.Module:
-    """Build and initialize the domain code extractor."""
-    net = StyleEncoder(style_dim, ndf, norm)
-    init_weights(net, init_type, init_gain)
-    return net
-
-
-def set_per_sample(net: nn.Module, enabled: bool, seeds: Optional[Sequence[int]] = None) -> None:
-    """Switch per-sample BatchNorm statistics on or off, and give the dropout layers per-sample seeds."""
+    Args:
+        net: a network holding :class:`SampleBatchNorm2d` / :class:`SampleDropout` layers.
+        enabled: per-sample statistics (in training mode) on or off.
+        seeds: one dropout seed per sample of the next batch; None draws dropout masks from the global
+            generator as ``nn.Dropout`` does (training).
+        update_stats: also update the running statistics (training with per-image normalization).
+    """
     for m in net.modules():
         if isinstance(m, SampleBatchNorm2d):
             m.per_sample = enabled
+            m.update_stats = enabled and update_stats
         elif isinstance(m, SampleDropout):
             m.sample_seeds = seeds if enabled else None
 

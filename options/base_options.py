@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 import data
 import models
+from models.factory import resolve_gpu_ids
 from util.cli import positive_int
 
 logger = logging.getLogger(__name__)
@@ -18,6 +19,7 @@ NORM_CHOICES = ('batch', 'instance', 'none')
 INIT_CHOICES = ('normal', 'xavier', 'kaiming', 'orthogonal')
 PREPROCESS_CHOICES = ('resize_and_crop', 'resize', 'none')
 AMP_CHOICES = ('none', 'bf16', 'fp16')
+DEFAULT_WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1)
 
 
 def _size(text: str) -> float:
@@ -61,7 +63,8 @@ class BaseOptions:
         g.add_argument('--name', type=str, default='experiment_name',
                        help='experiment name: weights go to <checkpoints_dir>/<name>/')
         g.add_argument('--gpu_ids', type=str, default='0',
-                       help='GPU ids, e.g. 0 or 0,1 (one per torchrun process); -1 for the CPU')
+                       help='GPU ids, e.g. 0 or 0,1 (one per torchrun process); -1 for the CPU (also used when no '
+                            'GPU is found)')
         g.add_argument('--checkpoints_dir', type=str, default='./checkpoints', help='where models are saved')
         g.add_argument('--is_train', type=int, default=None,
                        help='accepted for compatibility with the released commands; the script sets the phase')
@@ -98,7 +101,8 @@ class BaseOptions:
         g.add_argument('--dataset_mode', type=str, default='iharmony4', choices=sorted(data.DATASETS),
                        help='dataset loader')
         g.add_argument('--serial_batches', action='store_true', help='take images in order instead of shuffling')
-        g.add_argument('--num_threads', type=int, default=4, help='data loading worker processes')
+        g.add_argument('--num_threads', type=int, default=DEFAULT_WORKERS,
+                       help='data loading worker processes (default: 4, or the CPUs if fewer)')
         g.add_argument('--batch_size', type=positive_int, default=1, help='batch size (per process under torchrun)')
         g.add_argument('--load_size', type=positive_int, default=256, help='scale images to this size')
         g.add_argument('--crop_size', type=positive_int, default=256, help='then crop to this size')
@@ -110,19 +114,33 @@ class BaseOptions:
         g.add_argument('--display_winsize', type=int, default=256, help='display window size for visdom and HTML')
         return parser
 
-    def build_parser(self) -> argparse.ArgumentParser:
-        parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    def build_parser(self, add_help: bool = True) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=add_help)
         return self.initialize(parser)
 
     def gather_options(self, args: Optional[Sequence[str]] = None) -> argparse.Namespace:
-        """Parse basic options, then add the model's and dataset's options and parse again."""
+        """Parse basic options, then add the model's and dataset's options and parse again.
+
+        The first passes run without ``--help``, so that the help lists the model's and dataset's options too.
+        """
+        first = self.build_parser(add_help=False)
+        opt, _ = first.parse_known_args(args)
         parser = self.build_parser()
-        opt, _ = parser.parse_known_args(args)
         parser = models.get_option_setter(opt.model)(parser, self.is_train)
-        opt, _ = parser.parse_known_args(args)
         parser = data.get_option_setter(opt.dataset_mode)(parser, self.is_train)
         self.parser = parser
         return parser.parse_args(args)
+
+    def given(self, args: Optional[Sequence[str]], names: Sequence[str]) -> set[str]:
+        """The option names among ``names`` that the command line sets (in any form argparse accepts)."""
+        unset = object()
+        saved = {name: self.parser.get_default(name) for name in names}
+        self.parser.set_defaults(**{name: unset for name in names})
+        try:
+            parsed, _ = self.parser.parse_known_args(args)
+        finally:
+            self.parser.set_defaults(**saved)
+        return {name for name in names if getattr(parsed, name, unset) is not unset}
 
     def parse(self, args: Optional[Sequence[str]] = None) -> argparse.Namespace:
         """Parse and resolve the options; validate them; nothing is written to disk here."""
@@ -130,24 +148,13 @@ class BaseOptions:
         opt.is_train = self.is_train
         if opt.suffix:
             opt.name = opt.name + '_' + opt.suffix.format(**vars(opt))
-        opt.gpu_ids = self.resolve_gpu_ids(opt.gpu_ids)
+        requested = 'gpu_ids' in self.given(args, ['gpu_ids'])
+        opt.gpu_ids = resolve_gpu_ids(parse_gpu_ids(opt.gpu_ids), requested)
         if opt.input_nc != 4 + opt.style_dim:
             self.parser.error(f'--input_nc {opt.input_nc} does not match the generator input: composite (3) + '
                               f'mask (1) + domain code (--style_dim {opt.style_dim}) = {4 + opt.style_dim}')
         self.opt = opt
         return opt
-
-    @staticmethod
-    def resolve_gpu_ids(text: str) -> list[int]:
-        """Turn ``--gpu_ids`` into the GPUs to use; empty means CPU (warns when a GPU was asked for)."""
-        import torch
-        ids = parse_gpu_ids(text)
-        if ids and not torch.cuda.is_available():
-            logger.warning('--gpu_ids %s asks for a GPU but CUDA is not available: running on the CPU', text)
-            return []
-        if ids and max(ids) >= torch.cuda.device_count():
-            raise ValueError(f'--gpu_ids {text}: this machine has {torch.cuda.device_count()} GPU(s)')
-        return ids
 
     def format_options(self, opt: argparse.Namespace) -> str:
         lines = ['----------------- Options ---------------']
@@ -158,9 +165,20 @@ class BaseOptions:
         lines.append('----------------- End -------------------')
         return '\n'.join(lines)
 
-    def save(self, opt: argparse.Namespace) -> str:
-        """Write the resolved options to ``<checkpoints_dir>/<name>/<phase>_opt.txt`` and return the path."""
-        expr_dir = os.path.join(opt.checkpoints_dir, opt.name)
+    def summary(self, opt: argparse.Namespace) -> str:
+        """One line of the options that differ from their defaults (the full list goes to the options file)."""
+        defaults = vars(self.parser.parse_args([]))
+        shown = {**vars(opt), 'gpu_ids': ','.join(map(str, opt.gpu_ids)) or '-1 (CPU)'}
+        changed = [f'{key}={value}' for key, value in sorted(shown.items())
+                   if key in defaults and key != 'is_train' and str(value) != str(defaults[key])]
+        return 'options: ' + (', '.join(changed) if changed else 'all defaults')
+
+    def save(self, opt: argparse.Namespace, folder: Optional[str] = None) -> str:
+        """Write the resolved options to ``<folder>/<phase>_opt.txt`` and return the path.
+
+        ``folder`` defaults to the experiment folder ``<checkpoints_dir>/<name>``.
+        """
+        expr_dir = folder or os.path.join(opt.checkpoints_dir, opt.name)
         os.makedirs(expr_dir, exist_ok=True)
         path = os.path.join(expr_dir, f'{opt.phase}_opt.txt')
         with open(path, 'w') as f:
