@@ -133,11 +133,14 @@ def check_state_dict(net: nn.Module, state: dict[str, torch.Tensor], path: str, 
     unexpected = [k for k in state if k not in expected]
     shapes = [f'{k} (file {tuple(state[k].shape)}, network {tuple(v.shape)})'
               for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    problems = [f'{len(keys)} {label}: {", ".join(keys[:MAX_KEYS_SHOWN])}{", ..." if len(keys) > MAX_KEYS_SHOWN else ""}'
-                for label, keys in (('missing keys', missing), ('unexpected keys', unexpected),
-                                    ('mis-shaped keys', shapes)) if keys]
+    problems = [f'{len(keys)} {label}: {_first(keys)}' for label, keys in
+                (('missing keys', missing), ('unexpected keys', unexpected), ('mis-shaped keys', shapes)) if keys]
     if problems:
         raise ValueError(f'{path}: does not fit the network ({"; ".join(problems)}); check --norm and --netG')
+
+
+def _first(keys: list[str]) -> str:
+    return ', '.join(keys[:MAX_KEYS_SHOWN]) + (', ...' if len(keys) > MAX_KEYS_SHOWN else '')
 
 
 def load_weights(net: nn.Module, path: str, kind: str, state: Optional[dict[str, torch.Tensor]] = None) -> None:
