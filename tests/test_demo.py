@@ -1,43 +1,41 @@
-"""The demo: the shipped demo model and the `make demo` pipeline at toy size."""
+"""The demo: the shipped demo model, its recorded numbers, and the `make demo` pipeline at toy size.
+
+The demo model's expected numbers live in ``checkpoints/demo/metrics.json`` with the commands that produced them.
+After a change that moves them (evaluation protocol, retrained model), regenerate the file and the table of
+``docs/demo.md`` in one command::
+
+    DEMO_METRICS_UPDATE=1 .venv/bin/pytest -q tests/test_demo.py -k metrics
+"""
 from __future__ import annotations
 
+import csv
+import datetime
 import importlib.util
 import json
+import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 from PIL import Image
 
-from models import checkpoint, networks
+import models
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / 'checkpoints' / 'demo'
+METRICS = DEMO / 'metrics.json'
+DEMO_DOC = ROOT / 'docs' / 'demo.md'
 COLUMNS = ('n', 'mse', 'psnr', 'fmse', 'fpsnr', 'ssim')
-
-
-def readme_row(label: str) -> dict[str, float]:
-    """The numbers README.md states for ``label`` in the demo table."""
-    for line in (ROOT / 'README.md').read_text().splitlines():
-        if line.startswith(f'| {label} |'):
-            cells = [c.strip() for c in line.strip('|').split('|')[1:]]
-            return {k: float(v) for k, v in zip(COLUMNS, cells)}
-    raise AssertionError(f'README.md has no row "| {label} |"')
-
-
-def test_demo_model_loads_strictly_in_released_format():
-    state_G = checkpoint.load_state_dict_file(str(DEMO / 'latest_net_G.pth'))
-    state_E = checkpoint.load_state_dict_file(str(DEMO / 'latest_net_E.pth'))
-    arch = checkpoint.infer_architecture(state_G, state_E)
-    G = networks.define_G(4 + arch['style_dim'], 3, arch['ngf'], 's2ad', style_dim=arch['style_dim'])
-    E = networks.define_E(arch['style_dim'], arch['ndf'])
-    G.load_state_dict(state_G, strict=True)
-    E.load_state_dict(state_E, strict=True)
-    size = sum(os.path.getsize(DEMO / f) for f in ('latest_net_G.pth', 'latest_net_E.pth'))
-    assert size <= 25 * 1024 * 1024
+RUNS = ('input composites', 'demo model')  # the table's order; keys of metrics.json's "runs"
+TABLE_BEGIN = '<!-- begin demo metrics: generated from checkpoints/demo/metrics.json by tests/test_demo.py -->'
+TABLE_END = '<!-- end demo metrics -->'
+UPDATE = os.environ.get('DEMO_METRICS_UPDATE') == '1'
 
 
 def run(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
@@ -45,47 +43,122 @@ def run(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=900)
 
 
-def build_demo_dataset(out: Path) -> None:
-    """The dataset of scripts/demo.sh and scripts/train_demo_model.sh (the same command)."""
-    text = (ROOT / 'scripts' / 'demo.sh').read_text()
-    args = ['--per_photo', '96', '--views', '24', '--large_side', '0', '--max_side', '640', '--gray_photos',
-            '--view_jitter', '1', '--seed', '0']
-    assert 'PER_PHOTO:-96' in text
-    assert ' '.join(args).replace('96', '"$PER_PHOTO"').replace(' --max', ' \\\n    --max') in text
-    trainer = (ROOT / 'scripts' / 'train_demo_model.sh').read_text()
-    assert ' '.join(args[:6]) + '\n             ' + ' '.join(args[6:-1]) + ' "$SEED")' in trainer
-    res = run([sys.executable, 'scripts/make_synthetic_dataset.py', '--out', str(out)] + args)
-    assert res.returncode == 0, res.stderr
+def command_args(command: str, **replace: str) -> list[str]:
+    """A command of metrics.json as an argument list run by this interpreter, with some option values replaced."""
+    args = shlex.split(command)
+    assert args[0].endswith('python'), command
+    args[0] = sys.executable
+    for option, value in replace.items():
+        flag = f'--{option}'
+        assert flag in args, f'{flag} missing from {command}'
+        args[args.index(flag) + 1] = value
+    return args
 
 
-def test_demo_model_numbers_match_readme(tmp_path):
+def read_summary(results: Path) -> dict[str, Any]:
+    """The one summary.json that a test.py run wrote under ``results``."""
+    found = list(results.rglob('summary.json'))
+    assert len(found) == 1, found
+    return json.loads(found[0].read_text())
+
+
+# ----------------------------------------------------------------------------- the demo model and its numbers
+def demo_table(metrics: dict[str, Any]) -> str:
+    """The Markdown table of docs/demo.md: every group of metrics.json, input composites above the demo model."""
+    runs = metrics['runs']
+    lines = [f'Protocol: {metrics["protocol"]}. Computed {metrics["date"]}.', '',
+             '| images | run | n | MSE | PSNR | fMSE | fPSNR | SSIM |', '|---|---|---:|---:|---:|---:|---:|---:|']
+    for group in runs['demo model']:
+        for label in RUNS:
+            g = runs[label].get(group)
+            if not g or not g['n']:
+                continue
+            cells = ['-' if g[k] is None else f'{g[k]:.{4 if k == "ssim" else 2}f}' for k in COLUMNS[1:]]
+            lines.append(f'| {group} | {label} | {g["n"]} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def write_doc_table(metrics: dict[str, Any]) -> None:
+    text = DEMO_DOC.read_text()
+    start, end = text.index(TABLE_BEGIN) + len(TABLE_BEGIN), text.index(TABLE_END)
+    DEMO_DOC.write_text(text[:start] + '\n' + demo_table(metrics) + '\n' + text[end:])
+
+
+def _rounded(groups: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    keep = ('n',) + COLUMNS[1:]
+    return {name: {k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else
+                       (v if k == 'n' else round(v, 4))) for k, v in g.items() if k in keep}
+            for name, g in groups.items()}
+
+
+def test_demo_model_loads_strictly_in_released_format():
+    netG, netE, arch = models.load_bargainnet(str(DEMO))
+    assert (arch.ngf, arch.ndf, arch.style_dim, arch.use_dropout) == (16, 16, 16, False)  # from train_opt.txt
+    for net, name in ((netG, 'G'), (netE, 'E')):
+        state = torch.load(DEMO / f'latest_net_{name}.pth', map_location='cpu', weights_only=True)
+        rows = (ROOT / 'tests' / 'reference' / f'checkpoint_keys_{name}.tsv').read_text().splitlines()[1:]
+        assert sorted(state) == sorted(row.split('\t')[0] for row in rows)  # the released key names
+        assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+    size = sum(os.path.getsize(DEMO / f'latest_net_{n}.pth') for n in 'GE')
+    assert size <= 25 * 1024 * 1024
+
+
+def test_demo_doc_table_is_metrics_json():
+    """docs/demo.md shows exactly the numbers of metrics.json (regenerated together, see the module docstring)."""
+    metrics = json.loads(METRICS.read_text())
+    if UPDATE:
+        pytest.skip('DEMO_METRICS_UPDATE=1: test_demo_model_metrics rewrites the table')
+    text = DEMO_DOC.read_text()
+    assert text[text.index(TABLE_BEGIN) + len(TABLE_BEGIN):text.index(TABLE_END)].strip() == demo_table(metrics)
+
+
+def test_demo_model_metrics(tmp_path):
+    """The commands recorded in metrics.json give its numbers (within the recorded tolerance: other CPUs may
+    round differently in the last bits)."""
+    expected = json.loads(METRICS.read_text())
     data = tmp_path / 'data'
-    build_demo_dataset(data)
-    res = run([sys.executable, 'test.py', '--dataset_root', str(data), '--results_dir', str(tmp_path / 'res'),
-               '--gpu_ids', '-1', '--checkpoints_dir', 'checkpoints', '--name', 'demo', '--no_dropout', '--eval',
-               '--batch_size', '8', '--num_threads', '2'])
+    res = run(command_args(expected['dataset_command'], out=str(data)))
     assert res.returncode == 0, res.stderr
-    got = json.loads((tmp_path / 'res' / 'demo' / 'latest_test' / 'summary.json').read_text())['groups']['all']
-    stated = readme_row('demo model')
-    assert got['n'] == stated['n']
-    for key in COLUMNS[1:]:  # README rounds to 2 (SSIM 4) decimals; other CPUs may differ in the last bits
-        assert got[key] == pytest.approx(stated[key], rel=0.01, abs=0.011), key
+    got = {}
+    for label, key in (('demo model', 'command'), ('input composites', 'baseline_command')):
+        results = tmp_path / key
+        res = run(command_args(expected[key], dataset_root=str(data), results_dir=str(results)))
+        assert res.returncode == 0, res.stderr[-3000:]
+        got[label] = read_summary(results)
+    if UPDATE:
+        expected['runs'] = {label: _rounded(got[label]['groups']) for label in RUNS}
+        expected['protocol'] = got['demo model']['settings']['protocol']
+        expected['date'] = datetime.date.today().isoformat()
+        METRICS.write_text(json.dumps(expected, indent=2) + '\n')
+        write_doc_table(expected)
+        return
+    tol = expected['tolerance']
+    for label in RUNS:
+        groups = got[label]['groups']
+        for group, stated in expected['runs'][label].items():
+            assert groups[group]['n'] == stated['n'], (label, group)
+            for key in COLUMNS[1:]:
+                if stated[key] is None:
+                    assert groups[group][key] is None, (label, group, key)
+                else:
+                    assert groups[group][key] == pytest.approx(stated[key], rel=tol['rel'], abs=tol['abs']), \
+                        (label, group, key)
 
 
+# ----------------------------------------------------------------------------- the demo model's training script
 def test_train_demo_model_script_at_toy_size(tiny_dataset, tmp_path):
-    """scripts/train_demo_model.sh's two stages at toy size: stage 2 starts from stage 1's weights with fresh
-    optimizers, and the record states both commands and the sample count."""
+    """scripts/train_demo_model.sh's two stages at toy size: stage 2 continues from stage 1's weights, and the
+    record states both commands and the sample count."""
     out = tmp_path / 'ck'
     res = run(['bash', 'scripts/train_demo_model.sh'], DEMO_DATA=str(tiny_dataset), DEMO_CHECKPOINTS=str(out),
               DEMO_NITER='1', DEMO_NITER_DECAY='0', DEMO_FT_NITER='0', DEMO_FT_NITER_DECAY='1')
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     demo = out / 'demo'
-    assert sorted(p.name for p in demo.iterdir()) == ['TRAINING.md', 'latest_net_E.pth', 'latest_net_G.pth',
-                                                      'loss_log.txt', 'train_opt.txt']
-    assert re.search(r'no training state \S+: continuing from the weights', res.stderr)
-    state_G = checkpoint.load_state_dict_file(str(demo / 'latest_net_G.pth'))
-    state_E = checkpoint.load_state_dict_file(str(demo / 'latest_net_E.pth'))
-    assert checkpoint.infer_architecture(state_G, state_E) == {'ngf': 16, 'ndf': 16, 'style_dim': 16}
+    names = {p.name for p in demo.iterdir()}
+    assert {'TRAINING.md', 'latest_net_E.pth', 'latest_net_G.pth', 'loss_log.txt', 'train_opt.txt'} <= names
+    assert not [n for n in names if n.endswith('_train_state.pth')]  # the shipped folder keeps the weights only
+    _, _, arch = models.load_bargainnet(str(demo))
+    assert (arch.ngf, arch.ndf, arch.style_dim) == (16, 16, 16)
     assert (demo / 'loss_log.txt').read_text().count('Training Loss') == 2  # one run per stage
     record = (demo / 'TRAINING.md').read_text()
     assert '--lr 1e-3 --niter 1 --niter_decay 0`' in record
@@ -94,6 +167,7 @@ def test_train_demo_model_script_at_toy_size(tiny_dataset, tmp_path):
     assert f'(1 + 1) epochs x {n} composites = {2 * n} training samples' in record
 
 
+# ----------------------------------------------------------------------------- compare_results.py
 def test_paired_comparison_by_hand(tmp_path):
     spec = importlib.util.spec_from_file_location('compare_results', ROOT / 'scripts' / 'compare_results.py')
     compare = importlib.util.module_from_spec(spec)
@@ -113,27 +187,30 @@ def test_paired_comparison_by_hand(tmp_path):
         compare.paired({'a': 1.0}, {'b': 1.0})
 
 
+# ----------------------------------------------------------------------------- make demo
 def test_demo_pipeline_at_toy_size(tmp_path):
-    res = run(['bash', 'scripts/demo.sh'], DEMO_DATA=str(tmp_path / 'data'), DEMO_RESULTS=str(tmp_path / 'res'),
+    """scripts/demo.sh end to end at toy size: a dataset, a trained quick model, three evaluations on the same
+    test images whose means are printed, and the examples harmonized at their own size with scores."""
+    results = tmp_path / 'res'
+    res = run(['bash', 'scripts/demo.sh'], DEMO_DATA=str(tmp_path / 'data'), DEMO_RESULTS=str(results),
               DEMO_PER_PHOTO='2', DEMO_ITERS='10', DEMO_NGF='8', DEMO_NUM_TEST='4')
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    out = res.stdout
-    rows = [line for line in out.splitlines() if re.match(r'\| (input composites|few-minute model|demo model)', line)]
-    assert len(rows) == 3 and all(line.split('|')[2].strip() == '4' for line in rows)
-    paired = [line for line in out.splitlines() if re.match(r'\| (MSE|fMSE) \| (few-minute model|demo model)', line)]
-    assert len(paired) == 4  # each model against the input composites, image by image
-    # the quick model trained and wrote its checkpoints and loss lines
-    quick = tmp_path / 'res' / 'checkpoints' / 'quick'
-    assert (quick / 'latest_net_G.pth').is_file() and (quick / 'latest_net_E.pth').is_file()
-    assert len(re.findall(r'^\(epoch: \d+, iters: \d+', (quick / 'loss_log.txt').read_text(), re.M)) >= 1
-    # the composite row is the baseline's summary
-    base = json.loads((tmp_path / 'res' / 'inputs' / 'composite_test' / 'summary.json').read_text())['groups']['all']
-    assert f'{base["mse"]:.2f}' == rows[0].split('|')[3].strip()
-    # examples harmonized at full resolution, with scores before and after
+    assert 'error:' not in res.stderr
+    # the quick model trained: weights and loss lines
+    quick = [p.parent for p in results.rglob('latest_net_G.pth')]
+    assert len(quick) == 1 and (quick[0] / 'latest_net_E.pth').is_file()
+    assert re.search(r'^\(epoch: \d+, iters: \d+', (quick[0] / 'loss_log.txt').read_text(), re.M)
+    # three evaluations (composites, quick model, demo model) of the same 4 test images, their means printed
+    summaries = [json.loads(p.read_text()) for p in results.rglob('summary.json')]
+    assert len(summaries) == 3
+    assert [s['groups']['all']['n'] for s in summaries] == [4, 4, 4]
+    for s in summaries:
+        assert f'{s["groups"]["all"]["mse"]:.2f}' in res.stdout
+    images = [sorted(row['image'] for row in csv.DictReader(p.open())) for p in results.rglob('metrics.csv')]
+    assert len(images) == 3 and images[0] == images[1] == images[2]
+    # examples harmonized at full resolution, each with its harmony scores before and after
     examples = sorted((ROOT / 'examples' / 'composite').iterdir())
     for src in examples:
-        result = tmp_path / 'res' / 'examples' / f'{src.stem}.png'
-        assert Image.open(result).size == Image.open(src).size
-    assert len(re.findall(r'The harmony score of \S+ is \d\.\d\d before and \d\.\d\d after', out)) == len(examples)
-    assert 'index.html' in out
-    assert 'error:' not in res.stderr
+        out = [p for p in results.rglob(f'{src.stem}.*') if 'examples' in p.parts]
+        assert len(out) == 1 and Image.open(out[0]).size == Image.open(src).size, out
+    assert len(re.findall(r'\b0\.\d+ before and [01]\.\d+ after', res.stdout)) == len(examples)
