@@ -9,7 +9,9 @@ register it here.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
+import os
 from typing import Callable, Optional
 
 import torch
@@ -17,6 +19,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from .iharmony4_dataset import IHarmony4Dataset
+
+logger = logging.getLogger(__name__)
 
 DATASETS: dict[str, type[Dataset]] = {'iharmony4': IHarmony4Dataset}
 
@@ -41,7 +45,7 @@ def create_dataset(opt: argparse.Namespace, phase: str) -> Dataset:
 
 def create_dataloader(opt: argparse.Namespace, dataset: Dataset, shuffle: bool, drop_last: bool = False,
                       distributed: bool = False, sampler: Optional[Sampler] = None) -> DataLoader:
-    """A DataLoader over ``dataset`` with ``--batch_size`` and ``--num_threads`` workers.
+    """A DataLoader over ``dataset`` with ``--batch_size`` and ``--num_threads`` workers, at most one per CPU.
 
     Shuffles unless ``--serial_batches`` (or ``shuffle`` is False); under DDP a DistributedSampler gives
     each process its own shard (call ``loader.sampler.set_epoch(epoch)`` every epoch). Pinned memory on GPUs.
@@ -55,10 +59,19 @@ def create_dataloader(opt: argparse.Namespace, dataset: Dataset, shuffle: bool, 
         shuffle = False
     generator = torch.Generator()
     generator.manual_seed(opt.seed)
-    workers = max(0, int(opt.num_threads))
+    workers = min(max(0, int(opt.num_threads)), usable_cpus())
+    if workers < int(opt.num_threads):
+        logger.debug('--num_threads %s: %d loader workers, one per usable CPU', opt.num_threads, workers)
     return DataLoader(dataset, batch_size=opt.batch_size, shuffle=shuffle, sampler=sampler,
                       num_workers=workers, pin_memory=bool(opt.gpu_ids), drop_last=drop_last,
                       generator=generator, persistent_workers=False)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the system has one), as DataLoader counts them."""
+    if hasattr(os, 'sched_getaffinity'):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def dataset_size(opt: argparse.Namespace, n: int) -> int:

@@ -1,37 +1,36 @@
 """iHarmony4, or any dataset in its layout: composites, their real images and their foreground masks.
 
-Layout (SPEC §6)::
+The list files and the paths they name are read by :mod:`data.lists`. Files are read in two ways:
 
-    <root>/IHD_train.txt, IHD_test.txt     lines like HCOCO/composite_images/c100300_1602094_1.jpg
-    <root>/<Sub>/composite_images/<real>_<maskid>_<k>.jpg
-    <root>/<Sub>/masks/<real>_<maskid>.png           white (255, or 65535 in a 16-bit PNG) = foreground
-    <root>/<Sub>/real_images/<real>.jpg
+* Training (``--preprocess resize_and_crop``) reads with PIL. The foreground is the value 255 (65535 in a
+  16-bit PNG; the first channel of a colour mask). RandomResizedCrop to ``--crop_size`` (scale 0.5–1, aspect
+  3/4–4/3, antialiased bilinear for the images, nearest for the mask) and a horizontal flip unless
+  ``--no_flip``, one set of random parameters for composite, real and mask (torchvision transforms v2). A crop
+  whose mask holds at most one foreground pixel is redrawn unless ``torch.rand() < 0.05`` (as the released
+  training did), at most ``MAX_REDRAWS`` times. All randomness comes from torch's generator, which
+  DataLoader seeds per worker. With ``--jpeg_draft``, JPEG composites and real images whose short side
+  exceeds 4 × ``--crop_size`` are decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, PIL's draft
+  mode), the short side staying at least 2 × ``--crop_size``, and the mask is box-reduced by the same factor
+  and thresholded at half.
+* Evaluation (``--preprocess resize`` and ``none``) reads exactly as the released test code did, so that the
+  network inputs are its inputs bit for bit: composite and real decoded by OpenCV (``cv2.imread``, BGR →
+  RGB, EXIF orientation applied); the network mask is 1 where the first channel of OpenCV's BGR decoding
+  of the PNG is 255 (a grey PNG decodes to three equal channels; a 16-bit PNG is reduced to its high byte,
+  so 65280–65535 count as foreground; in a colour PNG the first channel is blue). ``mask_metric``, the mask
+  of fMSE, is PIL's ``convert('1')`` of the PNG (grey values dithered, Floyd–Steinberg).
 
-The mask and real paths are derived from the composite name by splitting off the last two ``_`` fields, so
-real names may hold hyphens or underscores (``d18897-20120428-164138_1_2.jpg``). A real image is looked up
-as ``<real>.jpg`` first and, for datasets of one's own with PNG composites, ``<real>`` + the composite's
-extension.
+  ``resize`` (the test protocol): composite, real and the {0, 1} uint8 mask alike are resized to
+  ``--load_size`` square by ``cv2.resize(..., INTER_LINEAR)``, OpenCV's fixed-point bilinear (within one
+  level of the exact bilinear value, not always the same level); ``mask_metric`` is resized by PIL, which
+  resizes a mode-'1' image nearest-neighbour. Images already of that size pass unchanged.
+  ``none``: the original size, reflect-padded (composite, real and both masks alike, so the padded
+  picture is a consistent composite) to a multiple of 256; ``pad`` = [left, top, right, bottom] and
+  ``orig_size`` = [H, W] let the caller crop the result back. Sizes differ between images, so this mode
+  needs ``--batch_size 1``.
 
-Preprocessing (``--preprocess``):
-
-* ``resize_and_crop`` (training): RandomResizedCrop to ``--crop_size`` (scale 0.5–1, aspect 3/4–4/3,
-  antialiased bilinear for the images, nearest for the mask) and a horizontal flip unless ``--no_flip``,
-  one set of random parameters for composite, real and mask (torchvision transforms v2). A crop whose mask
-  holds at most one foreground pixel is redrawn unless ``torch.rand() < 0.05`` (SPEC §3), at most
-  ``MAX_REDRAWS`` times. All randomness comes from torch's generator, which DataLoader seeds per worker.
-  With ``--jpeg_draft``, JPEG composites and real images whose short side exceeds 4 × ``--crop_size`` are
-  decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, PIL's draft mode), the short side staying at least
-  2 × ``--crop_size`` (every crop then still has at least ``--crop_size`` source pixels per side), and the
-  mask is box-reduced by the same factor and thresholded at half.
-* ``resize`` (the test protocol, SPEC §4): composite and real resized to ``--load_size`` square with
-  bilinear interpolation without antialiasing, half-pixel centres (OpenCV ``INTER_LINEAR``), rounded to
-  uint8 and only then scaled to [-1, 1]; the mask is resized the same way and thresholded at 0.5
-  (``>= 0.5`` is foreground). ``mask_metric`` is the original mask resized nearest-neighbour, the mask of
-  fMSE.
-* ``none``: the original size, reflect-padded (composite, real and mask alike, so the padded picture is a
-  consistent composite) to a multiple of 256; ``pad`` = [left, top, right, bottom] and ``orig_size`` =
-  [H, W] let the caller crop the result back. Sizes differ between images, so this mode needs
-  ``--batch_size 1``.
+Images are scaled to [-1, 1] as x / 127.5 - 1, bit-identical in float32 to torchvision's ToTensor +
+Normalize(0.5, 0.5) that the released code used. Truncated JPEG and PNG files are refused before OpenCV
+sees them (libjpeg would decode them partially with a warning on the terminal).
 """
 from __future__ import annotations
 
@@ -39,173 +38,38 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 from collections import Counter
-from dataclasses import dataclass
 from typing import Optional
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
-from torchvision.transforms.v2 import functional as TF
+
+from .lists import LIST_FILES, SUBSETS, ListProblem, Sample, derive_paths, read_list, real_candidates
+
+__all__ = ['IHarmony4Dataset', 'LIST_FILES', 'SUBSETS', 'ListProblem', 'Sample', 'decode', 'derive_paths',
+           'mask_array', 'metric_mask', 'open_image', 'read_bgr', 'read_list', 'real_candidates', 'resize_linear',
+           'rgb_array', 'to_unit_range']
 
 logger = logging.getLogger(__name__)
 
-SUBSETS = ('HCOCO', 'HAdobe5k', 'HFlickr', 'Hday2night')
-LIST_FILES = {'train': 'IHD_train.txt', 'test': 'IHD_test.txt'}
 SIZE_DIVISOR = 256  # the generator's eight stride-2 levels
 CROP_SCALE = (0.5, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
-KEEP_EMPTY_CROP_PROB = 0.05  # SPEC §3: a crop without foreground is kept with this probability
+KEEP_EMPTY_CROP_PROB = 0.05  # the released training keeps a crop without foreground with this probability
 MAX_REDRAWS = 50  # then the last crop is kept, so that a mask with (almost) no foreground cannot loop forever
-MASK_THRESHOLD = 0.5
 _SIXTEEN_BIT_MODES = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I')
+_JPEG_SOI, _PNG_SIGNATURE = b'\xff\xd8', b'\x89PNG\r\n\x1a\n'
+_JPEG_MARKER = re.compile(rb'\xff[^\x00\xff\xd0-\xd7]')  # a marker: not stuffed data, fill bytes or a restart
+_JPEG_EOI, _JPEG_STANDALONE = 0xD9, (0x01, 0xD8)  # TEM and SOI carry no length
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One line of a list file and the three files it names (absolute paths)."""
-
-    line_no: int
-    line: str
-    subset: str
-    comp: str
-    mask: str
-    real: str
-
-
-@dataclass(frozen=True)
-class ListProblem:
-    """A problem found while reading a list file: its kind and a one-line message naming file and line."""
-
-    kind: str
-    message: str
-
-
-def derive_paths(line: str) -> tuple[str, str, str, str]:
-    """Split a list line into (subset, composite, mask, real stem), paths relative to the dataset root.
-
-    ``HCOCO/composite_images/c100300_1602094_1.jpg`` gives ``('HCOCO', 'HCOCO/composite_images/
-    c100300_1602094_1.jpg', 'HCOCO/masks/c100300_1602094.png', 'HCOCO/real_images/c100300')``; the real
-    image's extension is resolved against the files on disk (:func:`real_candidates`).
-
-    Raises:
-        ValueError: the line is not ``<Sub>/composite_images/<real>_<maskid>_<k>.<ext>``.
-    """
-    text = line.strip().replace('\\', '/')
-    if text.startswith('./'):
-        text = text[2:]
-    parts = text.split('/')
-    if len(parts) != 3 or parts[1] != 'composite_images' or not parts[0] or not parts[2]:
-        raise ValueError('expected <Sub>/composite_images/<real>_<maskid>_<k>.jpg')
-    subset, _, name = parts
-    stem, dot, ext = name.rpartition('.')
-    if not dot or not stem:
-        raise ValueError(f'composite name {name!r} has no extension')
-    fields = stem.rsplit('_', 2)
-    if len(fields) != 3 or not all(fields):
-        raise ValueError(f'composite name {name!r} is not <real>_<maskid>_<k>.{ext}')
-    real, mask_id, _k = fields
-    return (subset, f'{subset}/composite_images/{name}', f'{subset}/masks/{real}_{mask_id}.png',
-            f'{subset}/real_images/{real}')
-
-
-def real_candidates(real_stem: str, comp_path: str) -> list[str]:
-    """File names tried, in order, for the real image: ``.jpg``, then the composite's own extension."""
-    exts = ['.jpg']
-    comp_ext = os.path.splitext(comp_path)[1]
-    if comp_ext and comp_ext != '.jpg':
-        exts.append(comp_ext)
-    return [real_stem + e for e in exts]
-
-
-class _DirIndex:
-    """Existence checks through one directory listing per folder (fast for tens of thousands of files)."""
-
-    def __init__(self) -> None:
-        self._names: dict[str, frozenset[str]] = {}
-
-    def exists(self, path: str) -> bool:
-        folder, name = os.path.split(path)
-        if folder not in self._names:
-            try:
-                self._names[folder] = frozenset(os.listdir(folder))
-            except OSError:
-                self._names[folder] = frozenset()
-        return name in self._names[folder]
-
-
-def read_list(root: str | os.PathLike, phase: str, limit: Optional[int] = None,
-              check_files: bool = True) -> tuple[list[Sample], list[ListProblem]]:
-    """Read ``IHD_<phase>.txt`` under ``root``; return the samples and every problem found.
-
-    Args:
-        root: the dataset root.
-        phase: 'train' or 'test'.
-        limit: read only the first ``limit`` non-empty lines (``--max_dataset_size``).
-        check_files: check that each line's composite, mask and real image exist.
-
-    Returns:
-        The well-formed samples whose files exist, and the problems (missing list file, malformed lines,
-        missing files), each naming the list file, the line number and the path.
-    """
-    if phase not in LIST_FILES:
-        raise ValueError(f'phase must be one of {", ".join(LIST_FILES)}, got {phase!r}')
-    root = os.path.abspath(os.fspath(root))
-    list_path = os.path.join(root, LIST_FILES[phase])
-    if not os.path.isfile(list_path):
-        hint = ('--dataset_root must be the iHarmony4 folder that holds IHD_train.txt and IHD_test.txt'
-                if os.path.isdir(root) else f'the dataset root {root} does not exist')
-        return [], [ListProblem('list file missing', f'{list_path} not found: {hint}')]
-    with open(list_path, encoding='utf-8', errors='replace') as f:
-        raw_lines = f.read().splitlines()
-    samples: list[Sample] = []
-    problems: list[ListProblem] = []
-    index = _DirIndex()
-    n_lines = 0
-    for line_no, raw in enumerate(raw_lines, start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        n_lines += 1
-        if limit is not None and n_lines > limit:
-            break
-        where = f'{list_path} line {line_no}'
-        try:
-            subset, comp_rel, mask_rel, real_stem = derive_paths(line)
-        except ValueError as exc:
-            problems.append(ListProblem('malformed line', f'{where}: {exc}, got {line!r}'))
-            continue
-        comp = os.path.join(root, *comp_rel.split('/'))
-        mask = os.path.join(root, *mask_rel.split('/'))
-        cands = [os.path.join(root, *c.split('/')) for c in real_candidates(real_stem, comp_rel)]
-        real = cands[0]
-        ok = True
-        if check_files:
-            if not index.exists(comp):
-                problems.append(ListProblem('composite missing', f'{where}: composite {comp} does not exist'))
-                ok = False
-            if not index.exists(mask):
-                problems.append(ListProblem('mask missing', f'{where}: mask {mask} (derived from the composite '
-                                                            f'name) does not exist'))
-                ok = False
-            found = [c for c in cands if index.exists(c)]
-            if found:
-                real = found[0]
-            else:
-                problems.append(ListProblem('real image missing', f'{where}: real image {real} (derived from the '
-                                                                  f'composite name) does not exist'))
-                ok = False
-        if ok:
-            samples.append(Sample(line_no, line, subset, comp, mask, real))
-    if n_lines == 0:
-        problems.append(ListProblem('empty list', f'{list_path} lists no composites'))
-    return samples, problems
-
-
-# ----------------------------------------------------------------------------------------------- images
+# ----------------------------------------------------------------------------------------------- PIL (training)
 def open_image(path: str) -> Image.Image:
     """Open an image lazily (header only); a clear error naming the file when it cannot be identified."""
     try:
@@ -257,18 +121,80 @@ def mask_array(img: Image.Image) -> np.ndarray:
     return a == 255
 
 
-def resize_uint8_bilinear(img: torch.Tensor, size: list[int]) -> torch.Tensor:
-    """Bilinear resize of a uint8 C×H×W image, no antialiasing, half-pixel centres (OpenCV INTER_LINEAR).
+# ----------------------------------------------------------------------------------------------- OpenCV (evaluation)
+def _jpeg_complete(data: bytes) -> bool:
+    """Whether a JPEG stream reaches its end-of-image marker: segments skipped by their lengths (so that an
+    EXIF thumbnail's own end marker does not count), entropy-coded data searched for the next marker."""
+    pos = len(_JPEG_SOI)
+    while True:
+        found = _JPEG_MARKER.search(data, pos)
+        if found is None:
+            return False
+        marker = data[found.start() + 1]
+        if marker == _JPEG_EOI:
+            return True
+        pos = found.start() + 2
+        if marker not in _JPEG_STANDALONE:  # every other marker found here carries a two-byte length
+            pos += int.from_bytes(data[pos:pos + 2], 'big')
 
-    Computed in float32 and rounded to the nearest integer: the exact bilinear value rounded, the same on
-    every device (torch's native uint8 CPU kernel is one level off on about a fifth of the pixels).
+
+def _png_complete(data: bytes) -> bool:
+    """Whether a PNG's chunks (length, type, data, CRC) run whole up to the IEND chunk."""
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, kind = int.from_bytes(data[pos:pos + 4], 'big'), data[pos + 4:pos + 8]
+        pos += 12 + length
+        if kind == b'IEND':
+            return pos <= len(data)
+    return False
+
+
+def read_bgr(path: str) -> np.ndarray:
+    """H×W×3 uint8 BGR pixels exactly as ``cv2.imread(path)`` decodes them (OpenCV's default flags).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: a truncated JPEG or PNG, or a file OpenCV cannot decode (the message names the file).
     """
-    out = TF.resize(img.float(), size, interpolation=InterpolationMode.BILINEAR, antialias=False)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f'{path} does not exist') from None
+    except OSError as exc:
+        raise ValueError(f'{path}: cannot read the file ({exc.strerror})') from None
+    if data.startswith(_JPEG_SOI) and not _jpeg_complete(data):
+        raise ValueError(f'{path}: cannot decode the image, it is truncated (the JPEG data ends before its end '
+                         f'marker)')
+    if data.startswith(_PNG_SIGNATURE) and not _png_complete(data):
+        raise ValueError(f'{path}: cannot decode the image, it is truncated (the PNG data ends before its IEND '
+                         f'chunk)')
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # what cv2.imread does with the file
+    if img is None:
+        raise ValueError(f'{path}: cannot read the image (OpenCV cannot decode it: not an image, or corrupt)')
+    return img
+
+
+def metric_mask(path: str, size: Optional[int] = None) -> np.ndarray:
+    """H×W bool fMSE mask: PIL's ``convert('1')`` of the PNG, resized to ``size`` square by PIL when given.
+
+    PIL resizes a mode-'1' image nearest-neighbour whatever filter is asked, with its pixel-centre
+    convention; ``convert('1')`` dithers grey values (Floyd–Steinberg), as in the released test code.
+    """
+    with open_image(path) as img:
+        mask = decode(img).convert('1')
+    if size is not None:
+        mask = mask.resize((size, size), Image.Resampling.NEAREST)
+    return np.asarray(mask, dtype=bool)
+
+
+def resize_linear(img: np.ndarray, size: int) -> np.ndarray:
+    """``cv2.resize`` of a uint8 H×W(×C) array to ``size`` square with INTER_LINEAR (OpenCV's fixed point)."""
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def to_unit_range(img: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] → float32 [-1, 1] as x / 127.5 - 1 (``((y + 1) * 127.5).round()`` inverts it exactly)."""
+    """uint8 [0, 255] → float32 [-1, 1] as x / 127.5 - 1, bit-identical to ToTensor + Normalize(0.5, 0.5)."""
     return img.float() / 127.5 - 1.0
 
 
@@ -277,14 +203,13 @@ class IHarmony4Dataset(Dataset):
     """Composites, real images and masks listed in ``IHD_train.txt`` or ``IHD_test.txt``.
 
     Items are dicts: ``comp``, ``real`` (float32 3×H×W in [-1, 1]), ``mask`` (float32 1×H×W in {0, 1}),
-    ``comp_path`` (str), ``subset`` (e.g. 'HCOCO'), ``index`` (int); with ``--preprocess resize`` also
-    ``mask_metric`` (the original mask resized nearest, 1×S×S); with ``--preprocess none`` also
-    ``mask_metric`` (the padded mask), ``pad`` (LongTensor [left, top, right, bottom]) and ``orig_size``
-    (LongTensor [H, W]).
+    ``comp_path`` (str), ``subset`` (e.g. 'HCOCO'), ``index`` (int); with ``--preprocess resize`` or ``none``
+    also ``mask_metric`` (float32 1×H×W in {0, 1}, the fMSE mask); with ``none`` also ``pad`` (LongTensor
+    [left, top, right, bottom]) and ``orig_size`` (LongTensor [H, W]).
 
     The list is read and every listed file's existence checked at construction (a missing file raises
-    FileNotFoundError naming the list line and the path). Sizes are compared when an item is loaded
-    (headers only, before decoding); ``scripts/check_dataset.py`` checks them all up front.
+    FileNotFoundError naming the list line and the path). Sizes are compared when an item is loaded;
+    ``scripts/check_dataset.py`` checks them all up front.
     """
 
     def __init__(self, opt: argparse.Namespace, phase: str) -> None:
@@ -342,7 +267,9 @@ class IHarmony4Dataset(Dataset):
         return len(self.samples)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The composite, real (H×W×3 uint8) and mask (H×W bool) of item ``index`` at their original size.
+        """The composite, real (H×W×3 uint8 RGB) and mask (H×W bool) of item ``index`` at their original size.
+
+        Read with PIL for training, with OpenCV for evaluation (see the module docstring).
 
         Raises:
             ValueError: an unreadable or truncated image, a mask whose size differs from its composite, or a
@@ -350,14 +277,16 @@ class IHarmony4Dataset(Dataset):
             FileNotFoundError: a file disappeared since the dataset was created.
         """
         s = self.samples[index]
+        if self.preprocess != 'resize_and_crop':
+            comp = cv2.cvtColor(read_bgr(s.comp), cv2.COLOR_BGR2RGB)
+            mask = read_bgr(s.mask)[..., 0] == 255  # the released (png / 255).astype(uint8): 1 only at 255
+            _check_sizes(s, _wh(comp), _wh(mask))
+            real = cv2.cvtColor(read_bgr(s.real), cv2.COLOR_BGR2RGB)
+            _check_sizes(s, _wh(comp), _wh(mask), _wh(real))
+            return comp, real, mask
         with contextlib.ExitStack() as stack:
             comp_img, mask_img, real_img = (stack.enter_context(open_image(p)) for p in (s.comp, s.mask, s.real))
-            if mask_img.size != comp_img.size:
-                raise ValueError(f'mask {s.mask} is {_wxh(mask_img.size)} but its composite {s.comp} is '
-                                 f'{_wxh(comp_img.size)}: a mask must have the size of its composite')
-            if real_img.size != comp_img.size:
-                raise ValueError(f'composite {s.comp} is {_wxh(comp_img.size)} but its real image {s.real} is '
-                                 f'{_wxh(real_img.size)}: they must have the same size')
+            _check_sizes(s, comp_img.size, mask_img.size, real_img.size)
             factor = _draft(comp_img, real_img, self.draft_side) if self.draft_side else 1
             mask = mask_array(mask_img)
             if factor > 1:
@@ -372,39 +301,51 @@ class IHarmony4Dataset(Dataset):
         s = self.samples[index]
         comp_np, real_np, mask_np = self.load(index)
         item: dict = {'comp_path': s.comp, 'subset': s.subset, 'index': index}
-        if self.preprocess == 'none':
-            item['orig_size'] = torch.tensor(mask_np.shape, dtype=torch.long)
-            comp_np, real_np, mask_np, pad = _pad_reflect(comp_np, real_np, mask_np, SIZE_DIVISOR)
-            item['pad'] = torch.tensor(pad, dtype=torch.long)
-        comp = torch.from_numpy(np.ascontiguousarray(comp_np.transpose(2, 0, 1)))
-        real = torch.from_numpy(np.ascontiguousarray(real_np.transpose(2, 0, 1)))
-        mask = torch.from_numpy(np.ascontiguousarray(mask_np[None])).to(torch.uint8)
-
         if self.preprocess == 'resize_and_crop':
-            comp, real, mask = self._random_crop(comp, real, mask)
+            mask = torch.from_numpy(np.ascontiguousarray(mask_np[None])).to(torch.uint8)
+            comp, real, mask = self._random_crop(_chw(comp_np), _chw(real_np), mask)
             item['mask'] = mask.float()
-        elif self.preprocess == 'resize':
-            size = [self.opt.load_size, self.opt.load_size]
-            comp, real = resize_uint8_bilinear(comp, size), resize_uint8_bilinear(real, size)
-            soft = TF.resize(mask.float(), size, interpolation=InterpolationMode.BILINEAR, antialias=False)
-            item['mask'] = (soft >= MASK_THRESHOLD).float()
-            item['mask_metric'] = TF.resize(mask, size, interpolation=InterpolationMode.NEAREST).float()
         else:
-            item['mask'] = mask.float()
-            item['mask_metric'] = item['mask'].clone()
+            size = self.opt.load_size if self.preprocess == 'resize' else None
+            metric = metric_mask(s.mask, size)
+            if size is not None:
+                comp_np, real_np = resize_linear(comp_np, size), resize_linear(real_np, size)
+                mask_np = resize_linear(mask_np.astype(np.uint8), size)
+            else:
+                if metric.shape != mask_np.shape:
+                    raise ValueError(f'{s.mask}: PIL reads it as {_wxh(_wh(metric))}, OpenCV as '
+                                     f'{_wxh(_wh(mask_np))} (an EXIF orientation?): save it without one')
+                item['orig_size'] = torch.tensor(mask_np.shape, dtype=torch.long)
+                (comp_np, real_np, mask_np, metric), pad = _pad_reflect((comp_np, real_np, mask_np, metric),
+                                                                        SIZE_DIVISOR)
+                item['pad'] = torch.tensor(pad, dtype=torch.long)
+            comp, real = _chw(comp_np), _chw(real_np)
+            item['mask'] = torch.from_numpy(mask_np[None].astype(np.float32))
+            item['mask_metric'] = torch.from_numpy(metric[None].astype(np.float32))
         item['comp'] = to_unit_range(comp)
         item['real'] = to_unit_range(real)
         return item
 
     def _random_crop(self, comp: torch.Tensor, real: torch.Tensor,
                      mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One RandomResizedCrop (+ flip) for all three, redrawn while the crop misses the foreground (SPEC §3)."""
+        """One RandomResizedCrop (+ flip) for all three, redrawn while the crop misses the foreground."""
         inputs = (tv_tensors.Image(comp), tv_tensors.Image(real), tv_tensors.Mask(mask))
         for attempt in range(MAX_REDRAWS + 1):
             c, r, m = self.train_transform(*inputs)
             if m.sum() > 1 or attempt == MAX_REDRAWS or torch.rand(()) < KEEP_EMPTY_CROP_PROB:
                 break
         return c.as_subclass(torch.Tensor), r.as_subclass(torch.Tensor), m.as_subclass(torch.Tensor)
+
+
+def _check_sizes(s: Sample, comp: tuple[int, int], mask: tuple[int, int],
+                 real: Optional[tuple[int, int]] = None) -> None:
+    """ValueError naming the files when the mask's or the real image's (W, H) differs from the composite's."""
+    if mask != comp:
+        raise ValueError(f'mask {s.mask} is {_wxh(mask)} but its composite {s.comp} is {_wxh(comp)}: a mask must '
+                         f'have the size of its composite')
+    if real is not None and real != comp:
+        raise ValueError(f'composite {s.comp} is {_wxh(comp)} but its real image {s.real} is {_wxh(real)}: they '
+                         f'must have the same size')
 
 
 def _draft(comp: Image.Image, real: Image.Image, min_side: int) -> int:
@@ -427,26 +368,30 @@ def _draft(comp: Image.Image, real: Image.Image, min_side: int) -> int:
     return factor
 
 
+def _chw(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+
+
+def _wh(a: np.ndarray) -> tuple[int, int]:
+    return a.shape[1], a.shape[0]
+
+
 def _wxh(size: tuple[int, int]) -> str:
     return f'{size[0]}x{size[1]}'
 
 
-def _pad_reflect(comp: np.ndarray, real: np.ndarray, mask: np.ndarray,
-                 divisor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """Reflect-pad the three arrays to a multiple of ``divisor``, split evenly; returns [left, top, right, bottom].
+def _pad_reflect(arrays: tuple[np.ndarray, ...], divisor: int) -> tuple[tuple[np.ndarray, ...], list[int]]:
+    """Reflect-pad H×W(×C) arrays of one size to a multiple of ``divisor``, split evenly.
 
-    numpy's reflect padding repeats the reflection when the padding exceeds the image, so any size works.
+    Returns the padded arrays and [left, top, right, bottom]. numpy's reflect padding repeats the reflection
+    when the padding exceeds the image, so any size works.
     """
-    h, w = mask.shape
+    h, w = arrays[0].shape[:2]
     ph, pw = -h % divisor, -w % divisor
     top, left = ph // 2, pw // 2
     bottom, right = ph - top, pw - left
     if not (ph or pw):
-        return comp, real, mask, [0, 0, 0, 0]
-    spec3 = ((top, bottom), (left, right), (0, 0))
+        return arrays, [0, 0, 0, 0]
     mode = 'reflect' if h > 1 and w > 1 else 'edge'
-    comp = np.pad(comp, spec3, mode=mode)
-    real = np.pad(real, spec3, mode=mode)
-    mask = np.pad(mask, spec3[:2], mode=mode)
-    return comp, real, mask, [left, top, right, bottom]
-
+    padded = tuple(np.pad(a, ((top, bottom), (left, right)) + ((0, 0),) * (a.ndim - 2), mode=mode) for a in arrays)
+    return padded, [left, top, right, bottom]

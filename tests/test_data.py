@@ -1,9 +1,10 @@
-"""The iHarmony4 dataset: path derivation, augmentation geometry, redraw rule, test resize, bad input."""
+"""The iHarmony4 dataset: path derivation, augmentation geometry, redraw rule, padding, bad input, loader workers."""
 from __future__ import annotations
 
 import argparse
 import math
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from PIL import Image
 
 import data
 from data import iharmony4_dataset as ihd
-from data.iharmony4_dataset import IHarmony4Dataset, derive_paths, resize_uint8_bilinear
+from data.iharmony4_dataset import IHarmony4Dataset, derive_paths
+from util.cli import error_message, run_main
 
 
 def make_opt(root: Path, **kw) -> argparse.Namespace:
@@ -105,7 +107,7 @@ def test_options_and_registry_build_the_dataset(tiny_dataset):
     from options.train_options import TrainOptions
     opt = TrainOptions().parse(['--dataset_root', str(tiny_dataset), '--gpu_ids', '-1', '--max_dataset_size', '3'])
     assert len(data.create_dataset(opt, 'train')) == 3
-    opt = TestOptions().parse(['--dataset_root', str(tiny_dataset), '--gpu_ids', '-1'])
+    opt = TestOptions().parse(['--dataset_root', str(tiny_dataset), '--gpu_ids', '-1', '--baseline', 'composite'])
     assert opt.preprocess == 'resize' and 'mask_metric' in data.create_dataset(opt, 'test')[0]
 
 
@@ -247,53 +249,7 @@ def test_redraws_are_bounded_and_keep_empty_crops_with_probability_five_percent(
     assert abs(np.mean(draws) - expected) < 6
 
 
-# ----------------------------------------------------------------------------------------------- test resize
-def opencv_bilinear(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """OpenCV INTER_LINEAR in float64: half-pixel centres, source coordinates clamped, no antialiasing."""
-    h, w = img.shape[:2]
-
-    def taps(n_out, n_in):
-        x = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-        x = np.clip(x, 0, None)
-        x0 = np.minimum(np.floor(x).astype(int), n_in - 1)
-        x1 = np.minimum(x0 + 1, n_in - 1)
-        return x0, x1, x - x0
-
-    y0, y1, fy = taps(out_h, h)
-    x0, x1, fx = taps(out_w, w)
-    a = img.astype(np.float64)
-    top = a[y0][:, x0] * (1 - fx)[None, :, None] + a[y0][:, x1] * fx[None, :, None]
-    bot = a[y1][:, x0] * (1 - fx)[None, :, None] + a[y1][:, x1] * fx[None, :, None]
-    return top * (1 - fy)[:, None, None] + bot * fy[:, None, None]
-
-
-def test_resize_by_hand():
-    img = torch.tensor([[[0, 100]]], dtype=torch.uint8)  # 1×1×2 → 1×1×4: centres at -0.25, 0.25, 0.75, 1.25
-    assert resize_uint8_bilinear(img, [1, 4]).tolist() == [[[0, 25, 75, 100]]]
-    img = torch.tensor([[[0, 10, 20, 30]]], dtype=torch.uint8)  # halving: the mean of each pair, no blur wider
-    assert resize_uint8_bilinear(img, [1, 2]).tolist() == [[[5, 25]]]
-
-
-@pytest.mark.parametrize('h, w', [(7, 5), (300, 451), (613, 390)])
-def test_test_resize_equals_opencv_bilinear(tmp_path, h, w):
-    rng = np.random.default_rng(h)
-    real = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-    mask = np.zeros((h, w), np.uint8)
-    mask[h // 4: 3 * h // 4, w // 3: 2 * w // 3] = 255
-    write_one(tmp_path, real, real[::-1].copy(), mask, phase='test')
-    item = IHarmony4Dataset(make_opt(tmp_path, preprocess='resize'), 'test')[0]
-    got = to_uint8(item['real']).transpose(1, 2, 0).astype(int)
-    ref = opencv_bilinear(real, 256, 256)
-    diff = np.abs(got - ref)
-    assert diff.max() <= 1.0  # within 1 LSB of the exact value (OpenCV itself rounds fixed-point values)
-    assert (got == np.round(ref)).mean() > 0.999  # and rounded like it almost everywhere
-    # mask: bilinear and thresholded at 0.5; mask_metric: nearest (source row = floor(i * h / 256))
-    soft = opencv_bilinear(mask[..., None].astype(float) / 255, 256, 256)[..., 0]
-    assert np.array_equal(item['mask'][0].numpy() > 0.5, soft >= 0.5)
-    rows, cols = (np.arange(256) * h / 256).astype(int), (np.arange(256) * w / 256).astype(int)
-    assert np.array_equal(item['mask_metric'][0].numpy() > 0.5, mask[rows][:, cols] == 255)
-
-
+# ----------------------------------------------------------------------------------------------- padding
 def test_preprocess_none_pads_to_256_and_records_the_padding(tmp_path):
     real, mask = _pattern(300, 451)
     write_one(tmp_path, real, real, mask, phase='test')
@@ -312,36 +268,36 @@ def test_preprocess_none_pads_to_256_and_records_the_padding(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- conversions
-def test_grayscale_rgba_palette_and_16_bit_inputs_are_converted(tmp_path):
+def test_training_reads_grayscale_rgba_palette_and_16_bit_inputs_with_pil(tmp_path):
     real, _ = _pattern(256, 256)
     write_one(tmp_path, real, real, np.zeros((256, 256), np.uint8))
     sub = tmp_path / 'HCOCO'
     Image.fromarray(real).convert('L').save(sub / 'composite_images' / 'c1_1_1.png')
     Image.fromarray(real).convert('RGBA').save(sub / 'real_images' / 'c1.png')
     mask3 = np.zeros((256, 256, 3), np.uint8)
-    mask3[50:100, 50:100, 0] = 255  # first channel is the mask
-    mask3[150:200, 150:200, 1] = 255  # other channels are ignored
+    mask3[50:100, 50:100, 0] = 255  # first channel (red) is the mask
+    mask3[150:200, 150:200, 2] = 255  # other channels are ignored
     Image.fromarray(mask3).save(sub / 'masks' / 'c1_1.png')
-    ds = IHarmony4Dataset(make_opt(tmp_path, preprocess='resize'), 'train')
-    item = ds[0]
-    assert item['comp'].shape == (3, 256, 256)
-    c = to_uint8(item['comp'])
-    assert np.array_equal(c[0], c[1]) and np.array_equal(c[0], np.asarray(Image.fromarray(real).convert('L')))
-    assert np.array_equal(to_uint8(item['real']).transpose(1, 2, 0), real)
-    assert item['mask'].sum() == 50 * 50 and item['mask'][0, 50:100, 50:100].all()
+    ds = IHarmony4Dataset(make_opt(tmp_path), 'train')
+    comp, got_real, mask = ds.load(0)
+    assert comp.shape == (256, 256, 3) and np.array_equal(comp[..., 0], comp[..., 1])
+    assert np.array_equal(comp[..., 0], np.asarray(Image.fromarray(real).convert('L')))
+    assert np.array_equal(got_real, real)
+    assert mask.sum() == 50 * 50 and mask[50:100, 50:100].all()
 
     m16 = np.zeros((256, 256), np.uint16)
     m16[10:30, 10:40] = 65535
     m16[40:50, 40:50] = 65534  # not the maximum: background
     Image.fromarray(m16).save(sub / 'masks' / 'c1_1.png')
-    assert ds[0]['mask'].sum() == 20 * 30
+    assert ds.load(0)[2].sum() == 20 * 30
     Image.fromarray(real).convert('P').save(sub / 'composite_images' / 'c1_1_1.png')
-    assert ds[0]['comp'].shape == (3, 256, 256)
+    assert ds.load(0)[0].shape == (256, 256, 3)
     soft = np.zeros((256, 256), np.uint8)
     soft[0:10] = 254
     soft[10:20] = 255
     Image.fromarray(soft).save(sub / 'masks' / 'c1_1.png')
-    assert ds[0]['mask'].sum() == 10 * 256  # only 255 is foreground
+    assert ds.load(0)[2].sum() == 10 * 256  # only 255 is foreground
+    assert ds[0]['mask'].shape == (1, 256, 256)
 
 
 # ----------------------------------------------------------------------------------------------- bad input
@@ -411,3 +367,61 @@ def test_sizes_the_generator_cannot_take_are_rejected(tiny_dataset):
         IHarmony4Dataset(make_opt(tiny_dataset, crop_size=200), 'train')
     with pytest.raises(ValueError, match='--load_size 300 is not a multiple of 256'):
         IHarmony4Dataset(make_opt(tiny_dataset, preprocess='resize', load_size=300), 'test')
+
+
+# ----------------------------------------------------------------------------------------------- loader workers
+def test_a_worker_error_is_the_same_one_line_and_what_was_written_stays(ihd_copy, tmp_path, capfd):
+    opt = make_opt(ihd_copy, preprocess='resize', num_threads=1)
+    ds = data.create_dataset(opt, 'test')
+    bad = Path(ds.samples[1].real)
+    blob = bad.read_bytes()
+    bad.write_bytes(blob[: len(blob) // 2])
+    message = f'{bad}: cannot decode the image, it is truncated (the JPEG data ends before its end marker)'
+    with pytest.raises(ValueError) as err:
+        ds[1]
+    assert str(err.value) == message  # in the main process
+    out = tmp_path / 'out'
+    out.mkdir()
+
+    def main(argv):
+        loader = data.create_dataloader(opt, ds, shuffle=False)
+        assert loader.num_workers == 1
+        for batch in loader:
+            (out / f'{int(batch["index"])}.txt').write_text('harmonized')
+        return 0
+
+    with pytest.raises(ValueError, match='Caught ValueError in DataLoader worker process 0') as err:
+        main([])
+    assert error_message(err.value) == message
+    capfd.readouterr()
+    assert run_main(main, []) == 2
+    assert capfd.readouterr().err == f'error: {message}\n'
+    assert (out / '0.txt').read_text() == 'harmonized' and not (out / '1.txt').exists()
+    bad.unlink()  # a file removed after the list was read: FileNotFoundError, recovered the same way
+    with pytest.raises(FileNotFoundError) as err:
+        main([])
+    assert error_message(err.value) == f'{bad} does not exist'
+
+
+def test_error_message_recovers_the_worker_message_only():
+    wrapped = ('Caught UnidentifiedImageError in DataLoader worker process 3.\n'
+               'Original Traceback (most recent call last):\n'
+               '  File "x.py", line 1, in <module>\n'
+               '    raise UnidentifiedImageError("not this: UnidentifiedImageError: one")\n'
+               'PIL.UnidentifiedImageError: cannot identify image file a.jpg\n')
+    from PIL import UnidentifiedImageError
+    assert error_message(UnidentifiedImageError(wrapped)) == 'cannot identify image file a.jpg'
+    assert error_message(ValueError('Caught nothing: a plain message')) == 'Caught nothing: a plain message'
+    assert error_message(ValueError('a: b\nValueError: c')) == 'a: b\nValueError: c'
+
+
+def test_loader_workers_never_exceed_the_cpus(tiny_dataset):
+    cpus = data.usable_cpus()
+    opt = make_opt(tiny_dataset, num_threads=cpus + 3)
+    loader = data.create_dataloader(opt, data.create_dataset(opt, 'train'), shuffle=False)
+    assert loader.num_workers == cpus
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # PyTorch's "exceeds the CPUs" warning
+        loader.check_worker_number_rationality()
+    opt.num_threads = 1
+    assert data.create_dataloader(opt, loader.dataset, shuffle=False).num_workers == 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -24,10 +25,30 @@ def setup_logging(verbose: bool = False) -> None:
                         format='%(levelname)s: %(message)s', stream=sys.stderr, force=True)
 
 
+_WORKER_TRACEBACK = '\nOriginal Traceback (most recent call last):\n'
+
+
+def error_message(exc: BaseException) -> str:
+    """The message of ``exc``; for an error re-raised from a DataLoader worker, the worker's own message.
+
+    PyTorch re-raises a worker's exception in the main process as the same type with the text
+    ``Caught <Type> in DataLoader worker process N.`` + the worker's traceback, whose last line is
+    ``<Type>: <message>``.
+    """
+    text = str(exc)
+    head, sep, traceback = text.partition(_WORKER_TRACEBACK)
+    if not (sep and head.startswith('Caught ')):
+        return text
+    name = re.escape(type(exc).__name__)  # the traceback qualifies it with its module unless it is built in
+    lines = list(re.finditer(rf'^(?:[\w.]+\.)?{name}: ', traceback, flags=re.MULTILINE))
+    return traceback[lines[-1].end():].rstrip('\n') if lines else text
+
+
 def run_main(main: Callable[[Optional[Sequence[str]]], int | None], argv: Optional[Sequence[str]] = None) -> int:
     """Run ``main(argv)``; ValueError/FileNotFoundError/OSError become ``error: <message>`` and exit status 2.
 
-    With ``--verbose`` among the arguments the full traceback is shown instead.
+    The same one line whether the error happened in the main process or in a DataLoader worker. With
+    ``--verbose`` among the arguments the full traceback is shown instead.
     """
     args = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -35,7 +56,7 @@ def run_main(main: Callable[[Optional[Sequence[str]]], int | None], argv: Option
     except (ValueError, FileNotFoundError, OSError) as exc:
         if '--verbose' in args:
             raise
-        print(f'error: {exc}', file=sys.stderr)
+        print(f'error: {error_message(exc)}', file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
