@@ -17,9 +17,9 @@ import torch.nn as nn
 
 _WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 KINDS = {'G': 'a generator (G, *_net_G.pth)', 'E': 'a domain code extractor (E, *_net_E.pth)'}
-# the width options and the key whose shape tells each one
-WIDTH_KEYS = {'G': {'ngf': ('model.model.0.weight', 0)},
-              'E': {'ndf': ('conv1f.weight', 0), 'style_dim': ('convs.weight', 0)}}
+# the width options each network's weights tell: option -> (key, dimension, offset): shape[dimension] - offset
+WIDTH_KEYS = {'G': {'ngf': ('model.model.0.weight', 0, 0), 'style_dim': ('model.model.0.weight', 1, 4)},
+              'E': {'ndf': ('conv1f.weight', 0, 0), 'style_dim': ('convs.weight', 0, 0)}}
 MAX_KEYS_SHOWN = 4
 
 
@@ -110,9 +110,9 @@ def widths(state: dict[str, torch.Tensor]) -> dict[str, int]:
     """``ngf`` (G), ``ndf`` and ``style_dim`` (E) as the tensor shapes of a state dict say."""
     found = {}
     for keys in WIDTH_KEYS.values():
-        for name, (key, dim) in keys.items():
+        for name, (key, dim, offset) in keys.items():
             if key in state and state[key].dim() > dim:
-                found[name] = int(state[key].shape[dim])
+                found[name] = int(state[key].shape[dim]) - offset
     return found
 
 
