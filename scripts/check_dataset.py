@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from data.iharmony4_dataset import LIST_FILES, SUBSETS, Sample, decode, mask_array, open_image, read_list  # noqa: E402,E501
-from util.cli import run_main, setup_logging  # noqa: E402
+from util.cli import EXIT_BAD_INPUT, run_main, setup_logging  # noqa: E402
 
 logger = logging.getLogger('check_dataset')
 
@@ -224,7 +224,7 @@ def format_report(report: Report, show: int = 10) -> str:
         lines.append('OK: no problems found')
         return '\n'.join(lines)
     total = sum(len(report.problems[k]) for k in kinds)
-    lines.append(f'FAILED: {total} problems')
+    lines.append(f'FAILED: {total} problem{"" if total == 1 else "s"}')
     for k in kinds:
         msgs = report.problems[k]
         lines.append(f'  {k}: {len(msgs)}')
@@ -252,7 +252,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging(args.verbose)
     report = check_dataset(args.dataset_root, deep=args.deep, workers=args.workers)
     print(format_report(report, show=args.show))
-    return 0 if report.ok else 1
+    return 0 if report.ok else EXIT_BAD_INPUT
 
 
 if __name__ == '__main__':

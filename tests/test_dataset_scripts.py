@@ -288,7 +288,7 @@ def test_check_dataset_reports_every_problem(broken):
 
 def test_check_dataset_exit_status_and_missing_lists(broken, tmp_path, tiny_dataset):
     root, _ = broken
-    assert check.main(['--dataset_root', str(root)]) == 1
+    assert check.main(['--dataset_root', str(root)]) == 2
     (root / 'IHD_test.txt').unlink()
     report = check.check_dataset(root)
     assert any('IHD_test.txt not found' in m for m in report.problems['list file missing'])
