@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,7 +31,7 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
 def test_released_key_names_and_shapes():
     netG, netE = create_networks(Architecture())
     for net, kind in ((netG, 'G'), (netE, 'E')):
-        table = f'tests/reference/checkpoint_keys_{kind}.tsv'
+        table = Path(__file__).parent / 'reference' / f'checkpoint_keys_{kind}.tsv'
         rows = [line.split('\t') for line in open(table).read().splitlines()[1:] if line]
         expected = {key: shape for key, shape, _ in rows}
         got = {k: 'x'.join(map(str, v.shape)) or 'scalar' for k, v in net.state_dict().items()}
