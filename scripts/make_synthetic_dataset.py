@@ -59,7 +59,7 @@ from util.cli import run_main, setup_logging  # noqa: E402
 logger = logging.getLogger('make_synthetic_dataset')
 
 SUBSETS = ('HCOCO', 'HAdobe5k', 'HFlickr', 'Hday2night')  # the order of data.iharmony4_dataset.SUBSETS
-# iHarmony4's training composites per sub-dataset (SPEC §6), the default mix of sub-datasets
+# iHarmony4's training composites per sub-dataset, the default mix of sub-datasets
 IHARMONY4_TRAIN = {'HCOCO': 38545, 'HAdobe5k': 19437, 'HFlickr': 7449, 'Hday2night': 311}
 # the colour photographs bundled with scikit-image that load offline (cat is chelsea; the motorcycle's
 # right view would leak the left one into the test split, so only the left is used)
