@@ -21,7 +21,7 @@ The list files and the paths they name are read by :mod:`data.lists`. Files are 
 
   ``resize`` (the test protocol): composite, real and the {0, 1} uint8 mask alike are resized to
   ``--load_size`` square by ``cv2.resize(..., INTER_LINEAR)``, OpenCV's fixed-point bilinear (within one
-  level of the exact bilinear value, not always the same level); ``mask_metric`` is resized by PIL, which
+  level of the exact bilinear value, not always rounded like it); ``mask_metric`` is resized by PIL, which
   resizes a mode-'1' image nearest-neighbour. Images already of that size pass unchanged.
   ``none``: the original size, reflect-padded (composite, real and both masks alike, so the padded
   picture is a consistent composite) to a multiple of 256; ``pad`` = [left, top, right, bottom] and

@@ -350,8 +350,9 @@ def test_unreadable_and_truncated_images_are_named(ihd_copy):
         ds[1]
 
 
-def test_size_mismatches_are_named(ihd_copy):
-    ds = IHarmony4Dataset(make_opt(ihd_copy), 'train')
+@pytest.mark.parametrize('preprocess', ['resize_and_crop', 'resize', 'none'])  # PIL and OpenCV reading
+def test_size_mismatches_are_named(ihd_copy, preprocess):
+    ds = IHarmony4Dataset(make_opt(ihd_copy, preprocess=preprocess), 'train')
     _, comp, mask, real = _first(ihd_copy)
     Image.open(mask).resize((100, 80)).save(mask)
     with pytest.raises(ValueError, match=f'mask {mask} is 100x80 but its composite {comp} is 320x272'):

@@ -6,6 +6,7 @@ import math
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -74,7 +75,7 @@ def test_items_are_the_released_inputs_at_256_and_pass_unchanged(tmp_path):
     root = write_dataset(tmp_path, [(256, 256)] * 3)
     assert assert_items_are_released_inputs(root) == 3
     item = IHarmony4Dataset(make_opt(root), 'test')[0]
-    real = np.asarray(Image.open(root / 'HCOCO' / 'real_images' / 'c0.jpg').convert('RGB'))
+    real = cv2.cvtColor(cv2.imread(str(root / 'HCOCO' / 'real_images' / 'c0.jpg')), cv2.COLOR_BGR2RGB)
     assert np.array_equal(((item['real'] + 1) * 127.5).round().to(torch.uint8).numpy().transpose(1, 2, 0), real)
 
 
@@ -114,7 +115,7 @@ def test_the_float_bilinear_would_differ(tiny_dataset):
     """OpenCV's fixed-point result is within one level of the exact bilinear value but not always rounded like
     it: a float path would fail the comparisons above."""
     item = IHarmony4Dataset(make_opt(tiny_dataset), 'test')[0]
-    real = np.asarray(Image.open(rp.listed_files(tiny_dataset)[0][3]).convert('RGB'))
+    real = cv2.cvtColor(cv2.imread(rp.listed_files(tiny_dataset)[0][3]), cv2.COLOR_BGR2RGB)
     exact = TF.resize(torch.from_numpy(real.transpose(2, 0, 1).copy()).float(), [256, 256],
                       interpolation=InterpolationMode.BILINEAR, antialias=False).round()
     ours = ((item['real'] + 1) * 127.5).round()
