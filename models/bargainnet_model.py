@@ -118,6 +118,8 @@ class BargainNetModel(BaseModel):
                            help='normalize every image by its own statistics (BatchNorm as at batch size 1): a '
                                 'batch of B is B batch-1 steps averaged; test it without --eval')
             g.add_argument('--fused_adam', action='store_true', help='fused Adam kernels (faster on GPUs)')
+            g.add_argument('--lr_warmup', type=int, default=0,
+                           help='iterations over which the learning rate rises linearly from lr/N to lr (0: none)')
         else:
             g.add_argument('--protocol', type=str, default='released', choices=PROTOCOLS,
                            help='released: the background code from the real image, as the released test did; '
@@ -216,13 +218,39 @@ class BargainNetModel(BaseModel):
         loss = self.compute_losses()
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
-            for optimizer in self.optimizers:
-                self.scaler.step(optimizer)
+            with self.warmup():
+                for optimizer in self.optimizers:
+                    self.scaler.step(optimizer)
             self.scaler.update()
         else:
             loss.backward()
-            for optimizer in self.optimizers:
-                optimizer.step()
+            with self.warmup():
+                for optimizer in self.optimizers:
+                    optimizer.step()
+
+    @contextlib.contextmanager
+    def warmup(self) -> Iterator[None]:
+        """During the first ``--lr_warmup`` steps, step with the learning rate scaled by (step + 1) / lr_warmup.
+
+        The step count is Adam's own (saved with the optimizer), so a resumed run warms up exactly as an
+        uninterrupted one; the scheduled learning rate is restored right after the step.
+        """
+        n = self.opt.lr_warmup
+        done = self.optimizers[0].state.get(self.optimizers[0].param_groups[0]['params'][0], {}).get('step', 0)
+        factor = min(1.0, (int(done) + 1) / n) if n > 0 else 1.0
+        if factor >= 1.0:
+            yield
+            return
+        saved = [[group['lr'] for group in o.param_groups] for o in self.optimizers]
+        for o in self.optimizers:
+            for group in o.param_groups:
+                group['lr'] = group['lr'] * factor
+        try:
+            yield
+        finally:
+            for o, lrs in zip(self.optimizers, saved):
+                for group, lr in zip(o.param_groups, lrs):
+                    group['lr'] = lr
 
     # ----------------------------------------------------------------- testing
     def test(self) -> None:
