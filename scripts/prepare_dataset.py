@@ -7,8 +7,8 @@ the dataset once at the size training can use (long side 1024 by default, as lat
 * training composites, real images and masks whose long side exceeds ``--max_side`` are resized to it,
   the three alike: images with an antialiased Lanczos filter (large JPEGs are first decoded at a reduced DCT
   scale that stays at least twice the target size), masks with an area filter and thresholded at 128, so
-  that they stay 0/255; JPEGs are written at ``--jpeg_quality`` without chroma subsampling, other formats
-  (PNG masks) in their own format;
+  that they stay 0/255; JPEGs are written at ``--jpeg_quality`` with the source's chroma subsampling (none
+  when unknown), other formats (PNG masks) in their own format;
 * test images are copied byte for byte (resized only with ``--resize_test``: the test protocol resizes the
   original images, so resizing them first changes the metrics), and so are images already small enough
   (hard links where the file system allows it);
@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,9 +166,12 @@ def target_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
 def resized_image(path: str, size: tuple[int, int]) -> Image.Image:
     """The image at ``path`` resized to ``size`` (W, H) with Lanczos, after a reduced JPEG decode where it helps."""
     with open_image(path) as img:
+        sampling = JpegImagePlugin.get_sampling(img) if img.format == 'JPEG' else -1
         img.draft(None, (size[0] * DRAFT_GAP, size[1] * DRAFT_GAP))  # a no-op for other formats
         pixels = Image.fromarray(rgb_array(img))
-    return pixels.resize(size, Image.Resampling.LANCZOS)
+    out = pixels.resize(size, Image.Resampling.LANCZOS)
+    out.info['subsampling'] = sampling
+    return out
 
 
 def resized_mask(path: str, size: tuple[int, int]) -> Image.Image:
@@ -185,7 +188,10 @@ def save_atomic(img: Image.Image, dst: str, jpeg_quality: int) -> None:
     fmt = Image.registered_extensions().get(ext)
     if fmt is None:
         raise ValueError(f'{dst}: no image format writes {ext!r} files')
-    kwargs = {'quality': jpeg_quality, 'subsampling': 0} if fmt == 'JPEG' else {}
+    kwargs = {}
+    if fmt == 'JPEG':  # the source's chroma subsampling; none when it is unknown (not a JPEG)
+        sampling = img.info.get('subsampling', -1)
+        kwargs = {'quality': jpeg_quality, 'subsampling': sampling if sampling in (0, 1, 2) else 0}
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dst), prefix='.' + os.path.basename(dst) + '.',
                                suffix=TMP_SUFFIX)
     try:

@@ -73,8 +73,8 @@ def test_training_images_capped_consistently(source, prepared):
         sizes = {Image.open(p).size for p in (s.comp, s.real, s.mask)}
         assert sizes == {CAPPED}, s.line
         for path in (s.comp, s.real):
-            with Image.open(path) as img:
-                assert img.format == 'JPEG' and JpegImagePlugin.get_sampling(img) == 0  # 4:4:4
+            with Image.open(path) as img, Image.open(source / os.path.relpath(path, prepared)) as orig:
+                assert img.format == 'JPEG' and JpegImagePlugin.get_sampling(img) == JpegImagePlugin.get_sampling(orig)
         # the content is the source's, downscaled: close to an area resize of the source pixels
         orig = np.asarray(Image.open(source / os.path.relpath(s.comp, prepared)).convert('RGB'))
         ref = cv2.resize(orig, CAPPED, interpolation=cv2.INTER_AREA).astype(float)
