@@ -4,9 +4,9 @@ Generates a dataset shaped like iHarmony4's training split (unless ``--dataset_r
 sub-datasets in iHarmony4's proportions (HCOCO 38,545, HAdobe5k 19,437, HFlickr 7,449, Hday2night 311
 composites) at their typical sizes (HCOCO about 640×480, HAdobe5k about 5000×3300, HFlickr about 1024×768,
 Hday2night about 1000×700), JPEGs at quality 95 with 4:2:0 chroma subsampling made from scikit-image's photos
-with a fine grain. It then writes the cache (``scripts/prepare_dataset.py``, ``--max_side`` from ``--max_sides``) and loads the
-same training items (decode, RandomResizedCrop to ``--crop_size``, flip: the training dataset class through
-``data.create_dataset`` and ``data.create_dataloader``) from both, in the main process with one torch thread
+with a fine grain. It then writes a cache per ``--max_sides`` (``scripts/prepare_dataset.py --max_side``) and loads
+the same training items (decode, RandomResizedCrop to ``--crop_size``, flip: the training dataset class through
+``data.create_dataset`` and ``data.create_dataloader``) from each, in the main process with one torch thread
 (0 loader workers) and in one loader worker, full decoding and ``--jpeg_draft``, alternating, best of
 ``--repeats``. Each figure is what one core delivers: samples per second of wall-clock time, and samples per
 CPU-second of the process that loads (the main process, or the workers' CPU time over the whole pass,
