@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -9,12 +10,14 @@ from PIL import Image
 
 
 def output_to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Turn network outputs (B,3,H,W or 3,H,W, in [-1, 1]) into uint8 images (B,H,W,3 or H,W,3).
+    """Turn tensors in [-1, 1] (B,3,H,W or 3,H,W) into uint8 images (B,H,W,3 or H,W,3) as the released
+    ``tensor2im`` did.
 
-    This is the released ``tensor2im``: ``(x + 1) / 2 * 255`` in float32, then a cast to uint8 that
-    TRUNCATES (129.9 becomes 129) rather than rounds. The metrics of the paper were computed on images made
-    this way, so we keep the truncation. Values are clamped to [-1, 1] first (a no-op after Tanh, but it
-    keeps amp or a hand-made tensor from wrapping around).
+    ``(x + 1) / 2 * 255`` in float32, then a cast to uint8 that TRUNCATES (129.9 becomes 129) rather than
+    rounds. The released metrics were computed on images made this way from the output AND from the real and
+    composite tensors, so a loaded image comes back one level lower on many pixels (u / 127.5 - 1 mapped back
+    lands just below u). Values are clamped to [-1, 1] first (a no-op after Tanh, but it keeps amp or a
+    hand-made tensor from wrapping around).
     """
     x = images.detach().to('cpu', torch.float32).clamp(-1.0, 1.0)
     x = (x + 1.0) / 2.0 * 255.0
@@ -24,8 +27,8 @@ def output_to_uint8(images: torch.Tensor) -> np.ndarray:
 def input_to_uint8(images: torch.Tensor) -> np.ndarray:
     """Recover the uint8 images (B,H,W,3 or H,W,3) that the dataset normalized with ``u / 127.5 - 1``.
 
-    Rounding undoes the normalization exactly, so the composite and real images are compared as the
-    dataset resized them.
+    Rounding undoes the normalization exactly: these are the loaded pixels (the ground truth of the deploy
+    protocol, and what the results page shows).
     """
     x = images.detach().to('cpu', torch.float32)
     x = ((x + 1.0) * 127.5).round().clamp(0, 255)
@@ -36,6 +39,12 @@ def mask_to_uint8(mask: torch.Tensor) -> np.ndarray:
     """A {0, 1} mask (B,1,H,W or 1,H,W) as uint8 images (B,H,W or H,W) with 255 for the foreground."""
     m = (mask.detach().to('cpu', torch.float32) > 0.5).to(torch.uint8) * 255
     return m.squeeze(-3).numpy()
+
+
+def crop_padding(images: np.ndarray, pad: Sequence[int] | torch.Tensor) -> np.ndarray:
+    """Undo the reflect padding of ``--preprocess none`` on a (B,H,W[,C]) array; pad = [left, top, right, bottom]."""
+    left, top, right, bottom = (int(p) for p in pad)
+    return images[:, top:images.shape[1] - bottom, left:images.shape[2] - right]
 
 
 def _channels_last(x: torch.Tensor) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Harmonization metrics on uint8 images (SPEC §4): MSE, PSNR, fMSE, fPSNR, SSIM, and their group means.
+"""Harmonization metrics on uint8 images: MSE, PSNR, fMSE, fPSNR, SSIM, and their group means.
 
 Every function takes a batch: images (B,H,W,3) uint8, masks (B,H,W) bool. Squared errors are integers and
 their sums are taken in int64, so they are exact and do not depend on how images are batched.
@@ -144,14 +144,15 @@ def ratio_band(fg_ratio: float) -> str:
     raise ValueError(f'foreground ratio {fg_ratio} is outside [0, 1]')
 
 
-def group_means(rows: Sequence[dict], keys: Iterable[str] = METRIC_KEYS) -> dict[str, float]:
+def group_means(rows: Sequence[dict], keys: Iterable[str] = METRIC_KEYS, prefix: str = '') -> dict[str, float]:
     """Count and mean of each metric over ``rows``; NaN values (empty foregrounds) are left out of the mean.
 
-    ``n`` counts all rows; ``n_fg`` those whose fMSE is defined. A metric with no defined value is NaN.
+    ``n`` counts all rows; ``n_fg`` those whose fMSE is defined. A metric with no defined value is NaN. The
+    value of metric ``key`` is read from ``row[prefix + key]`` (``prefix='comp_'``: the input composite's).
     """
     result: dict[str, float] = {'n': len(rows)}
     for key in keys:
-        values = np.array([r[key] for r in rows], dtype=np.float64)
+        values = np.array([r[prefix + key] for r in rows], dtype=np.float64)
         defined = values[~np.isnan(values)]
         result[key] = float(defined.mean()) if defined.size else math.nan
         if key == 'fmse':
@@ -159,31 +160,71 @@ def group_means(rows: Sequence[dict], keys: Iterable[str] = METRIC_KEYS) -> dict
     return result
 
 
-def summarize(rows: Sequence[dict], keys: Iterable[str] = METRIC_KEYS) -> dict[str, dict[str, float]]:
+def summarize(rows: Sequence[dict], keys: Iterable[str] = METRIC_KEYS, prefix: str = '') -> dict[str, dict[str, float]]:
     """Means over all images, per sub-dataset (iHarmony4 order, then others) and per foreground ratio band.
 
-    Rows need ``subset``, ``fg_ratio`` and the metric keys. Sub-datasets without images are left out; the
-    three ratio bands are always there (with ``n`` = 0 and NaN means when empty).
+    Rows need ``subset``, ``fg_ratio`` and the metric keys (with ``prefix``, see :func:`group_means`).
+    Sub-datasets without images are left out; the three ratio bands are always there (with ``n`` = 0 and NaN
+    means when empty).
     """
     keys = tuple(keys)
-    groups: dict[str, dict[str, float]] = {'all': group_means(rows, keys)}
+    groups: dict[str, dict[str, float]] = {'all': group_means(rows, keys, prefix)}
     present = {r['subset'] for r in rows}
     subsets = [s for s in SUBSET_ORDER if s in present] + sorted(present - set(SUBSET_ORDER))
     for subset in subsets:
-        groups[subset] = group_means([r for r in rows if r['subset'] == subset], keys)
+        groups[subset] = group_means([r for r in rows if r['subset'] == subset], keys, prefix)
     for name, _, _ in RATIO_BANDS:
-        groups[f'fg {name}'] = group_means([r for r in rows if ratio_band(r['fg_ratio']) == name], keys)
+        groups[f'fg {name}'] = group_means([r for r in rows if ratio_band(r['fg_ratio']) == name], keys, prefix)
     return groups
 
 
-def _cell(value: float, digits: int) -> str:
-    return '-' if math.isnan(value) else f'{value:.{digits}f}'
+def json_ready(groups: dict[str, dict[str, float]]) -> dict[str, dict[str, Optional[float]]]:
+    """The groups of :func:`summarize` with undefined means (NaN) as None, for JSON (``null``)."""
+    return {name: {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in g.items()}
+            for name, g in groups.items()}
+
+
+METRIC_TITLES = {'mse': 'MSE', 'psnr': 'PSNR', 'fmse': 'fMSE', 'fpsnr': 'fPSNR', 'ssim': 'SSIM'}
+
+
+def format_value(key: str, value: Optional[float]) -> str:
+    """A mean as shown in tables: 4 decimals for SSIM, 2 for the others, '-' when undefined (NaN or None)."""
+    if value is None or math.isnan(value):
+        return '-'
+    return f'{value:.{4 if key == "ssim" else 2}f}'
 
 
 def format_table(groups: dict[str, dict[str, float]]) -> str:
     """The groups of :func:`summarize` as a Markdown table: n, MSE, PSNR, fMSE, fPSNR, SSIM ('-': no value)."""
-    lines = ['| images | n | MSE | PSNR | fMSE | fPSNR | SSIM |', '|---|---:|---:|---:|---:|---:|---:|']
+    lines = ['| images | n | ' + ' | '.join(METRIC_TITLES.values()) + ' |', '|---|---:|---:|---:|---:|---:|---:|']
     for name, g in groups.items():
-        cells = [_cell(g[k], 4 if k == 'ssim' else 2) for k in METRIC_KEYS]
+        cells = [format_value(k, g[k]) for k in METRIC_KEYS]
         lines.append(f'| {name} | {int(g["n"])} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
+
+
+def table_cells(groups: dict[str, dict[str, float]], composite: Optional[dict[str, dict[str, float]]] = None,
+                label: str = 'harmonized') -> tuple[list[list], list[list[str]]]:
+    """The groups of :func:`summarize` as header and body cells of a table (see ``util.html.HTML.add_table``).
+
+    With ``composite`` (the same groups computed on the input composites), every metric gets two columns side
+    by side: ``label`` and ``composite``.
+
+    Returns:
+        Header rows (a cell is its text or (text, columns spanned, rows spanned)) and one body row per group: its
+        name, the image count, then the metrics.
+    """
+    if composite is None:
+        header = [['images', 'n', *METRIC_TITLES.values()]]
+    else:
+        header = [[('images', 1, 2), ('n', 1, 2), *((title, 2) for title in METRIC_TITLES.values())],
+                  [cell for _ in METRIC_KEYS for cell in (label, 'composite')]]
+    body = []
+    for name, g in groups.items():
+        row = [name, str(int(g['n']))]
+        for key in METRIC_KEYS:
+            row.append(format_value(key, g[key]))
+            if composite is not None:
+                row.append(format_value(key, composite[name][key]))
+        body.append(row)
+    return header, body
