@@ -55,6 +55,7 @@ class BaseModel(ABC):
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: list[torch.optim.Optimizer] = []
         self.schedulers: list[Any] = []
+        self.scaler: Optional[torch.amp.GradScaler] = None  # set by models that train in float16
         self.image_paths: list[str] = []
 
     @staticmethod
@@ -80,11 +81,15 @@ class BaseModel(ABC):
             self.forward()
 
     def setup(self) -> None:
-        """Create schedulers when training; load weights for testing or ``--continue_train``."""
+        """Create schedulers when training; load the weights of ``--epoch`` for testing.
+
+        Training resumes (``--continue_train``) through :meth:`load_training_state` or :meth:`load_networks`,
+        which train.py calls after this.
+        """
         opt = self.opt
         if self.is_train:
             self.schedulers = [get_scheduler(optimizer, opt) for optimizer in self.optimizers]
-        if not self.is_train or opt.continue_train:
+        else:
             self.load_networks(self.checkpoint_tag())
         if opt.verbose:
             self.print_networks()
@@ -114,7 +119,17 @@ class BaseModel(ABC):
         return losses
 
     def current_lrs(self) -> list[float]:
+        """The learning rate of each optimizer (its first parameter group)."""
         return [optimizer.param_groups[0]['lr'] for optimizer in self.optimizers]
+
+    def learning_rates(self) -> dict[str, float]:
+        """The learning rate of each optimizer, named by the networks it updates (e.g. ``{'G': 2e-4, 'E': 2e-4}``)."""
+        owner = {id(p): name for name, net in self.nets.items() for p in net.parameters()}
+        rates = {}
+        for i, optimizer in enumerate(self.optimizers):
+            names = sorted({owner[id(p)] for g in optimizer.param_groups for p in g['params'] if id(p) in owner})
+            rates['+'.join(names) or f'optimizer{i}'] = optimizer.param_groups[0]['lr']
+        return rates
 
     def update_learning_rate(self, metric: Optional[float] = None) -> float:
         """Step every scheduler once (once per epoch) and return the new learning rate of the first one."""
@@ -145,19 +160,33 @@ class BaseModel(ABC):
             logger.info('loaded %s', paths[name])
 
     def training_state(self) -> dict[str, Any]:
-        """Optimizer and scheduler states (the networks are saved apart, in the released format)."""
-        return {'optimizers': [o.state_dict() for o in self.optimizers],
-                'schedulers': [s.state_dict() for s in self.schedulers]}
+        """What training resumes from: the networks (plain state dicts), optimizers, schedulers, gradient scaler."""
+        return {'networks': {name: plain_state_dict(net) for name, net in self.nets.items()},
+                'optimizers': [o.state_dict() for o in self.optimizers],
+                'schedulers': [s.state_dict() for s in self.schedulers],
+                'scaler': self.scaler.state_dict() if self.scaler is not None else {}}
 
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`training_state` returned."""
-        if len(state['optimizers']) != len(self.optimizers):
-            raise ValueError(f'training state has {len(state["optimizers"])} optimizers, model has '
-                             f'{len(self.optimizers)}')
+    def load_training_state(self, state: dict[str, Any], path: str) -> None:
+        """Restore what :meth:`training_state` returned (read from ``path``, which errors name).
+
+        Networks are loaded strictly; a missing or extra network, optimizer or scheduler is an error.
+        """
+        saved = state['networks']
+        if sorted(saved) != sorted(self.nets):
+            raise ValueError(f'{path}: holds the networks {", ".join(sorted(saved))}, the model has '
+                             f'{", ".join(sorted(self.nets))}')
+        for kind in ('optimizers', 'schedulers'):
+            if len(state[kind]) != len(getattr(self, kind)):
+                raise ValueError(f'{path}: holds {len(state[kind])} {kind}, the model has {len(getattr(self, kind))} '
+                                 '(saved with another --lr_policy or model?)')
+        for name, net in self.nets.items():
+            load_weights(net, path, name, saved[name])
         for optimizer, s in zip(self.optimizers, state['optimizers']):
             optimizer.load_state_dict(s)
         for scheduler, s in zip(self.schedulers, state['schedulers']):
             scheduler.load_state_dict(s)
+        if self.scaler is not None and state['scaler']:
+            self.scaler.load_state_dict(state['scaler'])
 
     def print_networks(self) -> None:
         for name, net in self.nets.items():

@@ -25,12 +25,17 @@ class TrainOptions(BaseOptions):
         g.add_argument('--update_html_freq', type=int, default=1000, help='iterations between HTML updates')
         g.add_argument('--print_freq', type=int, default=100, help='iterations between loss lines')
         g.add_argument('--no_html', action='store_true', help='do not write checkpoints/<name>/web/')
+        g.add_argument('--tensorboard', action='store_true',
+                       help='also log losses and learning rates to checkpoints/<name>/tensorboard/ (needs the '
+                            'tensorboard package)')
 
         g = parser.add_argument_group('saving and resuming')
         g.add_argument('--save_latest_freq', type=int, default=5000, help='iterations between latest saves')
         g.add_argument('--save_epoch_freq', type=int, default=5, help='epochs between <epoch> saves')
         g.add_argument('--save_by_iter', action='store_true', help='also keep iter_<n> checkpoints')
-        g.add_argument('--continue_train', action='store_true', help='resume from --epoch')
+        g.add_argument('--continue_train', action='store_true',
+                       help='resume from <epoch>_train_state.pth (--epoch, --load_iter), or from the network files '
+                            'alone with fresh optimizers')
         g.add_argument('--epoch_count', type=int, default=1, help='first epoch number')
         g.add_argument('--phase', type=str, default='train', help='train, val, test, ...')
 

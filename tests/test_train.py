@@ -1,4 +1,4 @@
-"""train.py: checkpoints of an epoch, learning, exact resume, crash safety, signals, NaN guard, torchrun."""
+"""train.py: checkpoints, learning, exact resume, crash safety, signals, NaN guard, options, torchrun."""
 from __future__ import annotations
 
 import os
@@ -10,14 +10,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import data
 import train
+from data.sampler import ResumableSampler, SeededItems, item_seed
 from models import checkpoint, create_model
 from models.bargainnet_model import BargainNetModel
 from options.train_options import TrainOptions
+from util import distributed, train_state
 from util.cli import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,16 +35,19 @@ def tiny_args(dataset: Path, ckpt: Path, name: str, *extra: str) -> list[str]:
 
 
 def load_state(path: Path) -> dict:
-    return torch.load(path, map_location='cpu', weights_only=True)
+    return train_state.load_train_state(str(path))
+
+
+def weights(run: Path, tag: str = 'latest') -> dict[str, dict[str, torch.Tensor]]:
+    return {name: checkpoint.read_weights(str(run / f'{tag}_net_{name}.pth')) for name in ('G', 'E')}
+
+
+def equal_states(a: dict[str, dict], b: dict[str, dict]) -> bool:
+    return all(list(a[n]) == list(b[n]) and all(torch.equal(a[n][k], b[n][k]) for k in a[n]) for n in ('G', 'E'))
 
 
 def same_weights(dir_a: Path, dir_b: Path, tag: str = 'latest') -> bool:
-    for name in ('G', 'E'):
-        a = checkpoint.load_state_dict_file(str(dir_a / f'{tag}_net_{name}.pth'))
-        b = checkpoint.load_state_dict_file(str(dir_b / f'{tag}_net_{name}.pth'))
-        if list(a) != list(b) or not all(torch.equal(a[k], b[k]) for k in a):
-            return False
-    return True
+    return equal_states(weights(dir_a, tag), weights(dir_b, tag))
 
 
 def subprocess_env() -> dict:
@@ -52,23 +59,22 @@ def subprocess_env() -> dict:
 def one_epoch(tiny_dataset, tmp_path_factory):
     ckpt = tmp_path_factory.mktemp('ckpt')
     args = tiny_args(tiny_dataset, ckpt, 'epoch', '--batch_size', '4', '--niter', '1', '--niter_decay', '0',
-                     '--print_freq', '1', '--display_freq', '1', '--save_epoch_freq', '1')
+                     '--print_freq', '1', '--display_freq', '1', '--save_epoch_freq', '1', '--tensorboard')
     assert train.main(args) == 0
     return ckpt / 'epoch', args
 
 
-def test_one_epoch_writes_released_weights_training_state_log_and_html(one_epoch):
+def test_one_epoch_writes_a_self_contained_state_released_weights_log_and_page(one_epoch):
     run, _ = one_epoch
     for tag in ('latest', '1'):
-        for name in ('G', 'E'):
-            state = checkpoint.load_state_dict_file(str(run / f'{tag}_net_{name}.pth'))  # plain, weights_only
-            assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+        exported = weights(run, tag)  # plain state dicts, loaded with weights_only
+        assert all(torch.isfinite(v).all() for net in exported.values() for v in net.values() if v.is_floating_point())
         st = load_state(run / f'{tag}_train_state.pth')
+        assert equal_states(st['networks'], exported)  # the state holds the very networks exported beside it
         # 8 images, batch 4: 2 iterations; the epoch is over, so the next one is 2
-        assert (st['epoch'], st['epoch_iter'], st['total_iters'], st['tag']) == (2, 0, 2, tag)
-        assert len(st['model']['optimizers']) == 2 and len(st['model']['schedulers']) == 2
+        assert (st['progress']['epoch'], st['progress']['epoch_iter'], st['progress']['total_iters']) == (2, 0, 2)
+        assert len(st['optimizers']) == 2 and len(st['schedulers']) == 2
         assert set(st['rng'][0]) >= {'torch', 'numpy', 'python'}
-    assert same_weights(run, run, 'latest')
     lines = (run / 'loss_log.txt').read_text().splitlines()
     assert lines[0].startswith('================ Training Loss (')
     assert [LOSS_LINE.match(line).groups() for line in lines[1:]] == [('1', '1'), ('1', '2')]
@@ -77,8 +83,66 @@ def test_one_epoch_writes_released_weights_training_state_log_and_html(one_epoch
     for visual in ('comp', 'real', 'harm', 'mask'):
         assert (run / 'web' / 'images' / f'epoch001_{visual}.png').is_file()
         assert f'images/epoch001_{visual}.png' in html
-    assert (run / 'train_opt.txt').is_file()
-    assert not list(run.glob('.*'))  # no temporary or pending files left
+    assert html.index('src="../loss_curve.png"') < html.index('epoch [1]')  # the curve tops the page
+    curve = np.asarray(Image.open(run / 'loss_curve.png').convert('RGB'))
+    assert curve.shape[0] > 100 and curve.shape[1] > 100 and len(np.unique(curve.reshape(-1, 3), axis=0)) > 10
+    assert not list(run.glob('.*'))  # no temporary files left
+
+
+def test_tensorboard_gets_every_logged_loss_and_the_learning_rates(one_epoch):
+    event_accumulator = pytest.importorskip('tensorboard.backend.event_processing.event_accumulator')
+    run, _ = one_epoch
+    acc = event_accumulator.EventAccumulator(str(run / 'tensorboard'))
+    acc.Reload()
+    assert set(acc.Tags()['scalars']) == {'loss/L1', 'loss/tri', 'learning_rate/G', 'learning_rate/E'}
+    logged = [float(line.split('L1: ')[1].split()[0]) for line in (run / 'loss_log.txt').read_text().splitlines()[1:]]
+    l1 = acc.Scalars('loss/L1')
+    assert [e.step for e in l1] == [1, 2]
+    assert [round(e.value, 3) for e in l1] == logged
+    assert [e.value for e in acc.Scalars('learning_rate/G')] == pytest.approx([2e-4, 2e-4])
+
+
+def test_screen_gets_a_summary_and_the_file_every_option(tiny_dataset, tmp_path, capfd):
+    args = tiny_args(tiny_dataset, tmp_path, 'quiet', '--batch_size', '4', '--max_iters', '1', '--no_html')
+    capfd.readouterr()
+    assert train.main(args) == 0
+    err = capfd.readouterr().err
+    summary = [line for line in err.splitlines() if 'options: ' in line]
+    assert len(summary) == 1 and 'name=quiet' in summary[0] and 'ngf=8' in summary[0] and 'lambda_tri' not in summary[0]
+    assert '---- Options ----' not in err and 'CUDA' not in err
+    saved = (tmp_path / 'quiet' / 'train_opt.txt').read_text()
+    for option in ('lambda_tri', 'margin', 'per_image_norm', 'fused_adam', 'tensorboard', 'save_latest_freq'):
+        assert re.search(rf'^ *{option}: ', saved, flags=re.MULTILINE), option
+
+
+def test_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit) as info:
+        train.main(['--help'])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ('--triplet_distance', '--lambda_tri', '--margin', '--g_lr_ratio', '--e_lr_ratio',
+                   '--lambda_f2b', '--lambda_ff2', '--per_image_norm', '--fused_adam', '--tensorboard',
+                   '--continue_train', '--max_iters', '--jpeg_draft'):
+        assert re.search(rf'^  {option}\b', text, flags=re.MULTILINE), option
+
+
+def test_continue_with_a_mistyped_name_fails_in_one_line_and_writes_nothing(tiny_dataset, tmp_path, capsys):
+    (tmp_path / 'real_run').mkdir()
+    args = tiny_args(tiny_dataset, tmp_path, 'reel_run', '--continue_train')
+    assert run_main(train.main, args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith('error: --continue_train: no latest_train_state.pth')
+    assert 'reel_run' in err and '--name' in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['real_run']
+
+
+def test_missing_tensorboard_is_one_error_line_before_anything_is_written(tiny_dataset, tmp_path, capsys,
+                                                                         monkeypatch):
+    monkeypatch.setitem(sys.modules, 'torch.utils.tensorboard', None)  # importing it now raises ImportError
+    assert run_main(train.main, tiny_args(tiny_dataset, tmp_path, 'tb', '--tensorboard')) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: --tensorboard needs the tensorboard package') and '\n' not in err
+    assert not (tmp_path / 'tb').exists()
 
 
 def test_continue_from_released_weights_only_starts_fresh_optimizers(one_epoch, tmp_path, capfd):
@@ -92,10 +156,11 @@ def test_continue_from_released_weights_only_starts_fresh_optimizers(one_epoch, 
     capfd.readouterr()
     assert train.main(args) == 0
     err = capfd.readouterr().err
-    assert 'no training state' in err and 'fresh optimizers' in err
+    assert len([line for line in err.splitlines() if 'no training state' in line and 'fresh optimizers' in line]) == 1
     st = load_state(released / 'latest_train_state.pth')
-    assert (st['epoch'], st['epoch_iter'], st['total_iters'], st['epoch_count']) == (2, 1, 1, 2)
-    assert st['model']['optimizers'][0]['state'][0]['step'].item() == 1  # Adam started afresh
+    assert (st['progress']['epoch'], st['progress']['epoch_iter'], st['progress']['total_iters']) == (2, 1, 1)
+    assert st['run']['epoch_count'] == 2
+    assert st['optimizers'][0]['state'][0]['step'].item() == 1  # Adam started afresh
 
 
 # ------------------------------------------------------------------------------------------------ learning
@@ -115,69 +180,77 @@ def test_loss_on_a_fixed_batch_falls_over_30_steps(tiny_dataset, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ exact resume
-@pytest.mark.parametrize('workers, batch_size, resume_extra', [('0', '1', ['--epoch_count', '5']), ('2', '2', [])])
-def test_stop_and_continue_is_bit_exact(tiny_dataset, tmp_path, workers, batch_size, resume_extra):
-    """With 0 and 2 loader processes; a pix2pix-style --epoch_count on resume must not change the schedule."""
+RESUME_CASES = [('0', '1', ['--epoch_count', '5'], False), ('2', '2', [], True)]
+
+
+@pytest.mark.parametrize('workers, batch_size, resume_extra, replace_exports', RESUME_CASES)
+def test_stop_and_continue_is_bit_exact(tiny_dataset, tmp_path, workers, batch_size, resume_extra, replace_exports):
+    """With 0 and 2 loader processes; a pix2pix-style --epoch_count on resume must not change the schedule; the
+    resume reads the training state alone (exported network files replaced by other weights do not matter)."""
     # two iterations per epoch, two epochs; the learning rate decays after the first
     common = ['--batch_size', batch_size, '--max_dataset_size', str(2 * int(batch_size)), '--niter', '1',
               '--niter_decay', '1', '--num_threads', workers, '--save_epoch_freq', '1', '--no_html']
     assert train.main(tiny_args(tiny_dataset, tmp_path, 'full', *common)) == 0
     # stop in the middle of epoch 2 (after the scheduler stepped once), then continue
     assert train.main(tiny_args(tiny_dataset, tmp_path, 'part', *common, '--max_iters', '3')) == 0
-    st = load_state(tmp_path / 'part' / 'latest_train_state.pth')
-    assert (st['epoch'], st['epoch_iter'], st['total_iters']) == (2, 1, 3)
-    assert not same_weights(tmp_path / 'full', tmp_path / 'part')
+    part = tmp_path / 'part'
+    st = load_state(part / 'latest_train_state.pth')
+    assert (st['progress']['epoch'], st['progress']['epoch_iter'], st['progress']['total_iters']) == (2, 1, 3)
+    assert not same_weights(tmp_path / 'full', part)
+    if replace_exports:
+        for name in ('G', 'E'):
+            shutil.copy(part / f'1_net_{name}.pth', part / f'latest_net_{name}.pth')
     assert train.main(tiny_args(tiny_dataset, tmp_path, 'part', *common, '--continue_train', *resume_extra)) == 0
-    assert same_weights(tmp_path / 'full', tmp_path / 'part')
+    assert same_weights(tmp_path / 'full', part)
     a, b = (load_state(tmp_path / n / 'latest_train_state.pth') for n in ('full', 'part'))
-    assert a['total_iters'] == b['total_iters'] == 4
-    for sa, sb in zip(a['model']['optimizers'], b['model']['optimizers']):
+    assert a['progress'] == b['progress'] and a['progress']['total_iters'] == 4
+    for sa, sb in zip(a['optimizers'], b['optimizers']):
         assert all(torch.equal(sa['state'][i]['exp_avg_sq'], sb['state'][i]['exp_avg_sq']) for i in sa['state'])
         assert [g['lr'] for g in sa['param_groups']] == [g['lr'] for g in sb['param_groups']]
-    assert a['model']['schedulers'] == b['model']['schedulers']  # same learning-rate schedule, stepped as often
+    assert a['schedulers'] == b['schedulers']  # same learning-rate schedule, stepped as often
     assert torch.equal(a['rng'][0]['torch'], b['rng'][0]['torch'])
 
 
 def test_sampler_shards_and_resumes_the_same_order():
-    full = list(train.ResumableSampler(10, shuffle=True, seed=3))
+    full = list(ResumableSampler(10, shuffle=True, seed=3))
     assert sorted(i for i, _ in full) == list(range(10))
-    sampler = train.ResumableSampler(10, shuffle=True, seed=3)
+    sampler = ResumableSampler(10, shuffle=True, seed=3)
     sampler.set_epoch(0, start=4)
     assert list(sampler) == full[4:] and len(sampler) == 6
     sampler.set_epoch(1)
     assert [i for i, _ in sampler] != [i for i, _ in full]  # a new order every epoch
-    shards = [train.ResumableSampler(10, shuffle=True, seed=3, rank=r, world_size=3) for r in range(3)]
+    shards = [ResumableSampler(10, shuffle=True, seed=3, rank=r, world_size=3) for r in range(3)]
     got = [[i for i, _ in s] for s in shards]
     assert all(len(g) == 4 for g in got)  # padded to 12 like DistributedSampler
     assert set().union(*got) == set(range(10))
-    serial = train.ResumableSampler(5, shuffle=False, seed=0)
+    serial = ResumableSampler(5, shuffle=False, seed=0)
     assert [i for i, _ in serial] == [0, 1, 2, 3, 4]
 
 
 def test_augmentation_depends_on_sample_and_epoch_not_on_history(tiny_dataset, tmp_path):
     opt = TrainOptions().parse(tiny_args(tiny_dataset, tmp_path, 'aug'))
-    items = train.SeededItems(data.create_dataset(opt, 'train'))
-    key = (3, train.item_seed(0, 1, 3))
+    items = SeededItems(data.create_dataset(opt, 'train'))
+    key = (3, item_seed(0, 1, 3))
     first = items[key]['comp']
-    items[(5, train.item_seed(0, 1, 5))]
+    items[(5, item_seed(0, 1, 5))]
     torch.manual_seed(123)
     state = torch.get_rng_state()
     assert torch.equal(items[key]['comp'], first)
     assert torch.equal(torch.get_rng_state(), state)  # the main process's generators are left alone
-    assert not torch.equal(items[(3, train.item_seed(0, 2, 3))]['comp'], first)
+    assert not torch.equal(items[(3, item_seed(0, 2, 3))]['comp'], first)
 
 
 # ------------------------------------------------------------------------------------------------ crash safety
 class Killed(BaseException):
-    """Stands for SIGKILL: nothing after it runs, no cleanup beyond what already happened."""
+    """Stands for SIGKILL: nothing after it runs."""
 
 
-def tiny_model(tmp_path: Path):
+def tiny_model(tmp_path: Path, *extra: str):
     opt = TrainOptions().parse(['--checkpoints_dir', str(tmp_path), '--name', 'k', '--gpu_ids', '-1', '--ngf', '8',
-                                '--ndf', '8', '--display_id', '0'])
+                                '--ndf', '8', '--display_id', '0', *extra])
     model = create_model(opt)
     model.setup()
-    return model
+    return model, opt
 
 
 def perturb(model) -> None:
@@ -187,17 +260,16 @@ def perturb(model) -> None:
                 p.add_(0.01)
 
 
-@pytest.mark.parametrize('kill_at', range(1, 7))
-def test_a_save_killed_at_any_rename_leaves_a_consistent_set(tmp_path, monkeypatch, kill_at):
-    """The save does six renames (three pending files, then three commits); kill before each of them."""
-    model = tiny_model(tmp_path)
-    train.save_checkpoint(model, 'latest', {'format': train.STATE_FORMAT, 'model': {}, 'version': 'old'})
-    def snapshot():
-        return {n: {k: v.clone() for k, v in checkpoint.plain_state_dict(net).items()} for n, net in model.nets.items()}
-
-    old = snapshot()
+@pytest.mark.parametrize('kill_at', range(1, 4))
+def test_a_save_killed_at_any_file_leaves_a_complete_state_to_resume_from(tmp_path, monkeypatch, kill_at):
+    """A save writes three files (the state, then G and E), each to a temporary file renamed into place; kill
+    it before each rename, leaving the temporary file behind as SIGKILL would."""
+    model, opt = tiny_model(tmp_path)
+    ctx = distributed.DistContext()
+    train.save(model, opt, ctx, train.Progress(1, 5, 5), ['latest'])
+    old = {n: checkpoint.plain_state_dict(net) for n, net in model.nets.items()}
     perturb(model)
-    new = snapshot()
+    new = {n: checkpoint.plain_state_dict(net) for n, net in model.nets.items()}
     calls = []
     real_replace = os.replace
 
@@ -208,70 +280,56 @@ def test_a_save_killed_at_any_rename_leaves_a_consistent_set(tmp_path, monkeypat
         real_replace(src, dst)
 
     monkeypatch.setattr(os, 'replace', replace)
+    monkeypatch.setattr(os, 'remove', lambda path: None)  # nothing cleans up after SIGKILL
     with pytest.raises(Killed):
-        train.save_checkpoint(model, 'latest', {'format': train.STATE_FORMAT, 'model': {}, 'version': 'new'})
-    monkeypatch.setattr(os, 'replace', real_replace)
+        train.save(model, opt, ctx, train.Progress(1, 6, 6), ['latest'])
+    monkeypatch.undo()
 
-    # before any repair, loaders (test.py, the API) refuse only the torn set: G renamed, E not yet
-    paths = {name: model.network_path('latest', name) for name in model.nets}
-    if kill_at == 5:
-        with pytest.raises(ValueError, match='two different saves.*--continue_train'):
-            checkpoint.check_saved_set(paths, 'latest')
-    else:
-        checkpoint.check_saved_set(paths, 'latest')
-    train.recover_checkpoint(model, 'latest')
-    checkpoint.check_saved_set(paths, 'latest')
-    state = train.load_train_state(model, 'latest')
-    assert state is not None  # the weights on disk are the ones the state describes
-    expected = 'new' if kill_at >= 4 else 'old'  # once every file is complete, the save is finished
-    assert state['version'] == expected
-    weights = new if expected == 'new' else old
-    for name in ('G', 'E'):
-        on_disk = checkpoint.load_state_dict_file(model.network_path('latest', name))
-        assert all(torch.equal(on_disk[k], weights[name][k]) for k in on_disk)
+    state = load_state(Path(model.save_dir) / 'latest_train_state.pth')
+    expected = (old, 5) if kill_at == 1 else (new, 6)  # the state is renamed first
+    assert state['progress']['total_iters'] == expected[1]
+    assert equal_states(state['networks'], expected[0])  # never one save's counters with another's weights
+    leftovers = [p for p in os.listdir(model.save_dir) if p.startswith('.')]
+    assert len(leftovers) == 1 and leftovers[0].endswith('.tmp')
+    assert train_state.remove_stale_temporaries(model.save_dir) == [os.path.join(model.save_dir, leftovers[0])]
     assert not [p for p in os.listdir(model.save_dir) if p.startswith('.')]
+    resumed, _ = tiny_model(tmp_path)
+    resumed.load_training_state(state, 'latest_train_state.pth')
+    assert equal_states({n: checkpoint.plain_state_dict(net) for n, net in resumed.nets.items()}, expected[0])
 
 
-def test_stale_or_foreign_state_is_not_trusted(tmp_path, caplog):
-    model = tiny_model(tmp_path)
-    train.save_checkpoint(model, 'latest', {'format': train.STATE_FORMAT, 'model': {}})
-    # a truncated pending state (killed while writing it) is discarded, the committed set stays
-    pending = Path(model.save_dir) / '.latest_train_state.pth.pending'
-    pending.write_bytes(b'PK\x03\x04truncated')
-    train.recover_checkpoint(model, 'latest')
-    assert not pending.exists() and train.load_train_state(model, 'latest') is not None
-    # weights replaced by hand (e.g. released ones): the state no longer belongs to them
-    perturb(model)
-    model.save_networks('latest')
-    caplog.clear()
-    assert train.load_train_state(model, 'latest') is None
-    assert 'other weights' in caplog.text
+def test_a_torn_or_foreign_state_file_is_one_clear_error(tmp_path):
+    path = tmp_path / 'latest_train_state.pth'
+    path.write_bytes(b'PK\x03\x04truncated')
+    with pytest.raises(ValueError, match='latest_train_state.pth: not a training state that loads'):
+        train_state.load_train_state(str(path))
+    torch.save({'format': 1, 'model': {}}, path)  # written by an older train.py
+    with pytest.raises(ValueError, match='training-state format 1 is not 2.*move it away'):
+        train_state.load_train_state(str(path))
+    model, opt = tiny_model(tmp_path)
+    train.save(model, opt, distributed.DistContext(), train.Progress(1), ['latest'])
+    with pytest.raises(ValueError, match='is a training state'):  # given where a network file is expected
+        checkpoint.read_weights(os.path.join(model.save_dir, 'latest_train_state.pth'))
 
 
 @pytest.mark.filterwarnings('ignore:Detected call of `lr_scheduler.step\\(\\)` before')
-def test_training_state_of_every_lr_policy_is_weights_only(tmp_path):
-    for policy in ('linear', 'step', 'plateau', 'cosine'):
-        opt = TrainOptions().parse(['--checkpoints_dir', str(tmp_path), '--name', policy, '--gpu_ids', '-1',
-                                    '--ngf', '8', '--ndf', '8', '--lr_policy', policy, '--amp', 'fp16'])
-        model = create_model(opt)
-        model.setup()
-        model.update_learning_rate(0.5)
-        state = {'format': train.STATE_FORMAT, 'model': model.training_state(), 'rng': [train.rng_state(model.device)],
-                 'scaler': model.scaler.state_dict()}
-        train.save_checkpoint(model, 'latest', state)
-        loaded = train.load_train_state(model, 'latest')
-        model.load_training_state(loaded['model'])
-        train.set_rng_state(loaded['rng'][0], model.device)
-        assert model.schedulers[0].last_epoch == 1
+@pytest.mark.parametrize('policy', ['linear', 'step', 'plateau', 'cosine'])
+def test_training_state_of_every_lr_policy_round_trips_weights_only(tmp_path, policy):
+    model, opt = tiny_model(tmp_path, '--lr_policy', policy, '--amp', 'fp16')
+    model.update_learning_rate(0.5)
+    train.save(model, opt, distributed.DistContext(), train.Progress(2), ['latest'])
+    loaded = load_state(Path(model.save_dir) / 'latest_train_state.pth')  # weights_only=True
+    other, _ = tiny_model(tmp_path, '--lr_policy', policy, '--amp', 'fp16')
+    other.load_training_state(loaded, 'latest_train_state.pth')
+    assert other.schedulers[0].last_epoch == 1 and other.scaler.get_scale() == model.scaler.get_scale()
+    train_state.set_rng_state(loaded['rng'][0], model.device)
 
 
 def test_rng_state_round_trip():
     import random
-
-    import numpy as np
-    state = train.rng_state(torch.device('cpu'))
+    state = train_state.rng_state(torch.device('cpu'))
     a = (torch.rand(3), np.random.rand(3), random.random(), random.gauss(0, 1))
-    train.set_rng_state(state, torch.device('cpu'))
+    train_state.set_rng_state(state, torch.device('cpu'))
     b = (torch.rand(3), np.random.rand(3), random.random(), random.gauss(0, 1))
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2:] == b[2:]
 
@@ -296,12 +354,11 @@ def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_good_checkpoint(ti
     assert run_main(train.main, args) == 2
     err = capsys.readouterr().err
     assert re.search(r'error: loss became nan at iteration 3 \(epoch 1\); the last good checkpoint is \S+'
-                     r'latest_net_G\.pth \(iteration 2, epoch 1\)', err), err
+                     r'latest_train_state\.pth \(iteration 2, epoch 1\)', err), err
     st = load_state(tmp_path / 'nan' / 'latest_train_state.pth')
-    assert st['total_iters'] == 2
-    for name in ('G', 'E'):
-        w = checkpoint.load_state_dict_file(str(tmp_path / 'nan' / f'latest_net_{name}.pth'))
-        assert all(torch.isfinite(v).all() for v in w.values() if v.is_floating_point())
+    assert st['progress']['total_iters'] == 2
+    for net in [*weights(tmp_path / 'nan').values(), *st['networks'].values()]:
+        assert all(torch.isfinite(v).all() for v in net.values() if v.is_floating_point())
 
 
 # ------------------------------------------------------------------------------------------------ processes
@@ -336,7 +393,7 @@ def test_sigkill_in_the_middle_leaves_a_loadable_latest_and_resumes(tiny_dataset
     assert proc.poll() is None
     proc.kill()
     proc.communicate()
-    committed = load_state(run / 'latest_train_state.pth')['total_iters']
+    committed = load_state(run / 'latest_train_state.pth')['progress']['total_iters']
     target = committed + 2
     capfd.readouterr()
     args = tiny_args(tiny_dataset, tmp_path, 'kill9', '--batch_size', '1', '--niter', '50', '--niter_decay', '0',
@@ -344,7 +401,8 @@ def test_sigkill_in_the_middle_leaves_a_loadable_latest_and_resumes(tiny_dataset
     assert train.main(args) == 0
     assert re.search(r'resumed from \S+latest_train_state\.pth: epoch \d+, \d+ iterations into it, '
                      rf'({committed}|{committed + 1}) in all', capfd.readouterr().err)
-    assert load_state(run / 'latest_train_state.pth')['total_iters'] == target
+    assert load_state(run / 'latest_train_state.pth')['progress']['total_iters'] == target
+    assert not list(run.glob('.*.tmp'))  # what a killed save left behind is gone
 
 
 @pytest.mark.parametrize('sig, workers, code', [(signal.SIGINT, '2', 130), (signal.SIGTERM, '0', 143)])
@@ -361,9 +419,8 @@ def test_signal_saves_latest_with_its_state_before_exiting(tiny_dataset, tmp_pat
     assert proc.returncode == code, err[-2000:]
     assert f'stopped by {signal.Signals(sig).name}' in err
     st = load_state(run / 'latest_train_state.pth')
-    assert st['total_iters'] == logged_iterations(run) >= 2  # every finished iteration is in the checkpoint
-    opt = TrainOptions().parse(tiny_args(tiny_dataset, tmp_path, 'sig'))
-    assert train.load_train_state(create_model(opt), 'latest') is not None
+    assert st['progress']['total_iters'] == logged_iterations(run) >= 2  # every finished iteration is saved
+    assert equal_states(st['networks'], weights(run))
 
 
 def test_torchrun_two_processes_on_gloo_train_and_rank0_alone_saves(tiny_dataset, tmp_path):
@@ -382,9 +439,9 @@ def test_torchrun_two_processes_on_gloo_train_and_rank0_alone_saves(tiny_dataset
     assert sum(line.startswith('====') for line in lines) == 1
     assert [LOSS_LINE.match(line).groups() for line in lines[1:]] == [('1', '1'), ('1', '2')]
     st = load_state(run / '1_train_state.pth')
-    assert (st['world_size'], st['total_iters'], len(st['rng'])) == (2, 2, 2)
+    assert (st['run']['world_size'], st['progress']['total_iters'], len(st['rng'])) == (2, 2, 2)
     assert not torch.equal(st['rng'][0]['torch'], st['rng'][1]['torch'])  # each rank's own generators
-    assert same_weights(run, run, '1')
+    assert equal_states(st['networks'], weights(run, '1'))
 
 
 def test_several_gpu_ids_without_torchrun_name_the_command(monkeypatch):
@@ -392,4 +449,4 @@ def test_several_gpu_ids_without_torchrun_name_the_command(monkeypatch):
     for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(ValueError, match=r'torchrun --nproc_per_node 2 train\.py'):
-        train.setup_distributed(argparse.Namespace(gpu_ids=[0, 1], batch_size=1))
+        distributed.setup(argparse.Namespace(gpu_ids=[0, 1], batch_size=1))

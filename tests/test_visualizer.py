@@ -1,4 +1,4 @@
-"""util/visualizer.py: the released loss line, the HTML page per epoch, visdom with the warn-once rule."""
+"""util/visualizer.py: the released loss line, the loss curve, the HTML page per epoch, TensorBoard, visdom."""
 from __future__ import annotations
 
 import argparse
@@ -28,7 +28,8 @@ def free_port() -> int:
 
 def options(tmp_path: Path, **kw) -> argparse.Namespace:
     base = dict(name='run', checkpoints_dir=str(tmp_path), display_id=0, display_winsize=256, display_ncols=4,
-                no_html=False, display_server='http://127.0.0.1', display_port=free_port(), display_env='main')
+                no_html=False, display_server='http://127.0.0.1', display_port=free_port(), display_env='main',
+                tensorboard=False)
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -75,6 +76,75 @@ def test_html_page_holds_each_epoch_newest_first_with_exact_images(tmp_path):
     for epoch in (1, 2):
         for name in ('comp', 'real', 'harm', 'mask'):
             assert f'images/epoch{epoch:03d}_{name}.png' in html
+
+
+def log_losses(vis: vz.Visualizer, values: list[tuple[int, int, float, float]]) -> None:
+    for epoch, iters, l1, tri in values:
+        vis.print_current_losses(epoch, iters, {'L1': l1, 'tri': tri}, 0.1, 0.01)
+
+
+def test_loss_curve_plots_the_logged_losses_against_epochs(tmp_path):
+    vis = vz.Visualizer(options(tmp_path), iters_per_epoch=4)
+    assert vis.update_loss_curve() is None  # nothing logged yet: no image
+    log_losses(vis, [(1, 2, 0.5, 0.01), (1, 4, 0.4, 0.02), (2, 2, 0.3, 0.015)])
+    data = vz.loss_curve_data(vis.log_name, 4)
+    assert data == {'L1': ([0.5, 1.0, 1.5], [0.5, 0.4, 0.3]), 'tri': ([0.5, 1.0, 1.5], [0.01, 0.02, 0.015])}
+    first = np.asarray(Image.open(vis.update_loss_curve()).convert('RGB'))
+    assert first.ndim == 3 and first.shape[0] > 200 and first.shape[1] > 400
+
+    other = vz.Visualizer(options(tmp_path, name='other'), iters_per_epoch=4)
+    log_losses(other, [(1, 2, 0.5, 0.01), (1, 4, 0.1, 0.02), (2, 2, 0.45, 0.015)])  # L1 differs in two points
+    second = np.asarray(Image.open(other.update_loss_curve()).convert('RGB'))
+    assert first.shape == second.shape
+    differ = np.any(first != second, axis=2)
+    rows = np.nonzero(differ.any(axis=1))[0]
+    assert differ.sum() > 100 and rows.max() < first.shape[0] // 2  # only the upper panel (L1) changed
+
+
+def test_loss_curve_keeps_the_latest_timeline_of_resumed_and_restarted_runs(tmp_path):
+    vis = vz.Visualizer(options(tmp_path), iters_per_epoch=10)
+    log_losses(vis, [(1, 2, 0.9, 0), (1, 4, 0.8, 0), (1, 6, 0.7, 0)])
+    vis = vz.Visualizer(options(tmp_path), iters_per_epoch=10)  # resumed from the save after iteration 2
+    log_losses(vis, [(1, 4, 0.6, 0), (1, 6, 0.5, 0), (1, 8, 0.4, 0)])
+    assert vz.loss_curve_data(vis.log_name, 10)['L1'] == ([0.2, 0.4, 0.6, 0.8], [0.9, 0.6, 0.5, 0.4])
+    vis = vz.Visualizer(options(tmp_path), iters_per_epoch=10)  # a new run under the same name
+    log_losses(vis, [(1, 2, 0.3, 0)])
+    assert vz.loss_curve_data(vis.log_name, 10)['L1'] == ([0.2], [0.3])
+    assert vz.loss_curve_data(vis.log_name)['L1'] == ([1.0], [0.3])  # without the epoch length: point numbers
+
+
+def test_page_shows_the_loss_curve_on_top_once_losses_are_logged(tmp_path):
+    vis = vz.Visualizer(options(tmp_path), iters_per_epoch=2)
+    vis.display_current_results(visuals(0), epoch=1, save_result=True)
+    page = tmp_path / 'run' / 'web' / 'index.html'
+    assert 'loss_curve.png' not in page.read_text() and not (tmp_path / 'run' / 'loss_curve.png').exists()
+    log_losses(vis, [(1, 1, 0.5, 0.01), (1, 2, 0.4, 0.01)])
+    vis.display_current_results(visuals(1), epoch=1, save_result=True)
+    html = page.read_text()
+    assert html.index('<img src="../loss_curve.png"') < html.index('epoch [1]')
+    before = (tmp_path / 'run' / 'loss_curve.png').read_bytes()
+    log_losses(vis, [(2, 1, 0.2, 0.01)])
+    vis.close()  # the end of training redraws the curve
+    assert (tmp_path / 'run' / 'loss_curve.png').read_bytes() != before
+
+
+def test_tensorboard_events_hold_the_losses_and_learning_rates(tmp_path):
+    event_accumulator = pytest.importorskip('tensorboard.backend.event_processing.event_accumulator')
+    vis = vz.Visualizer(options(tmp_path, tensorboard=True), iters_per_epoch=2)
+    for step, (l1, lr) in enumerate([(0.5, 1e-3), (0.25, 5e-4)], start=1):
+        vis.plot_current_losses(1, step / 2, {'L1': l1, 'tri': 0.125}, step=step, learning_rates={'G': lr, 'E': lr})
+    vis.close()
+    acc = event_accumulator.EventAccumulator(str(tmp_path / 'run' / 'tensorboard'))
+    acc.Reload()
+    assert sorted(acc.Tags()['scalars']) == ['learning_rate/E', 'learning_rate/G', 'loss/L1', 'loss/tri']
+    assert [(e.step, e.value) for e in acc.Scalars('loss/L1')] == [(1, 0.5), (2, 0.25)]
+    assert [e.value for e in acc.Scalars('learning_rate/G')] == pytest.approx([1e-3, 5e-4])
+
+
+def test_tensorboard_missing_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'torch.utils.tensorboard', None)
+    with pytest.raises(ValueError, match='--tensorboard needs the tensorboard package: pip install tensorboard'):
+        vz.Visualizer(options(tmp_path, tensorboard=True))
 
 
 def test_no_server_warns_once_and_training_goes_on(tmp_path, caplog):
