@@ -2,12 +2,13 @@
 
     python predict_harmony_score.py --image <composite> --mask <mask>
 
-prints ``The harmony score of <file name> is <score>``: exp(-0.04212·d) in (0, 1], larger = more harmonious,
-with d the Euclidean distance of the two 16-d codes of the extractor E (SPEC §5). Many composites in one call:
-repeat ``--image/--mask``, give two folders (paired by file stem), or ``--input_dir``.
+prints ``The harmony score of <file name> is <score>``: exp(-0.04212·d) in (0, 1] with 3 decimals, larger = more
+harmonious, d the Euclidean distance of the two 16-d codes of the extractor E (the released script's score and
+preprocessing, see models/harmony_score.py). Many composites in one call: repeat ``--image/--mask``, give two
+folders (paired by file stem), or ``--input_dir``.
 
-Exit status: 0 when every composite was scored, 1 when some could not be (each has its ``error:`` line on
-stderr, the others are scored), 2 for unusable arguments or weights.
+Exit status: 0 when every composite was scored; 2 for bad arguments or weights, and when some composites could not
+be scored (each has its ``error:`` line on stderr, the others are scored); 130 when interrupted.
 """
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from models.inference import (DEFAULT_E_WEIGHT, HarmonyScorer, ScoreInput, find_pairs, prepare_score_input,
-                              resolve_device)
-from util.cli import EXIT_SOME_FAILED, add_pair_arguments, positive_int, run_main, setup_logging
+from models.factory import resolve_gpu_ids, select_device
+from models.harmony_score import DEFAULT_E_WEIGHT, HarmonyScorer, ScoreInput, default_weight, prepare_score_input
+from util.cli import EXIT_BAD_INPUT, add_pair_arguments, positive_int, run_main, setup_logging
+from util.pairs import find_pairs, flag_given
 
 logger = logging.getLogger('predict_harmony_score')
 
@@ -29,31 +31,36 @@ logger = logging.getLogger('predict_harmony_score')
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog='Exit status: 0 all scored, 1 some composites failed (error lines on stderr), 2 bad arguments or '
-               'weights.')
+        allow_abbrev=False,
+        epilog='Exit status: 0 all scored; 2 bad arguments or weights, or some composites failed (error lines on '
+               'stderr, the others scored); 130 interrupted.')
     add_pair_arguments(parser)
     parser.add_argument('--weight', type=str, default=DEFAULT_E_WEIGHT,
-                        help='domain code extractor weights (the released latest_net_E.pth)')
+                        help='domain code extractor weights (the released latest_net_E.pth); when the default file '
+                             'is missing, the shipped demo extractor checkpoints/demo/latest_net_E.pth, with a notice')
     parser.add_argument('--ndf', type=positive_int, default=None,
-                        help='extractor width (64 in the released model); unset: read from the weights')
+                        help='extractor width (64 in the released model); None: read from the weights')
     parser.add_argument('--style_dim', type=positive_int, default=None,
-                        help='domain code length (16 in the released model); unset: read from the weights')
+                        help='domain code length (16 in the released model); None: read from the weights')
     parser.add_argument('--gpu', '--gpu_ids', dest='gpu', type=int, default=0,
-                        help='GPU id; -1 (or no CUDA) for the CPU')
+                        help='GPU id, -1 for the CPU; without the flag, the CPU when there is no GPU')
     parser.add_argument('--batch_size', type=positive_int, default=16, help='composites per extractor pass')
     parser.add_argument('--format', type=str, default='text', choices=('text', 'csv', 'json'),
-                        help='text: the released line with 2 decimals; csv/json: unrounded score and distance')
+                        help='text: the released line, 3 decimals; csv/json: the unrounded score and the distance')
     parser.add_argument('--verbose', action='store_true', help='debug logging and full tracebacks')
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     pairs = find_pairs(args.image, args.mask, args.input_dir)
-    if not os.path.isfile(args.weight):
-        raise FileNotFoundError(f'{args.weight} not found: put the released latest_net_E.pth there or pass --weight')
-    scorer = HarmonyScorer.from_weights(args.weight, resolve_device(args.gpu), args.ndf, args.style_dim)
+    weight = args.weight if flag_given(argv, '--weight') else default_weight()
+    device = select_device(resolve_gpu_ids([args.gpu], requested=flag_given(argv, '--gpu', '--gpu_ids')))
+    scorer = HarmonyScorer.from_weights(weight, device, args.ndf, args.style_dim)
+    logger.info('extractor %s (ndf %d, style_dim %d) on %s', weight, scorer.extractor.conv1f.out_channels,
+                scorer.extractor.convs.out_channels, device)
 
     rows = []
     writer = None
@@ -86,8 +93,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(rows, indent=2))
     failed = sum('error' in row for row in rows)
     if failed:
-        logger.error('%d of %d composites could not be scored', failed, len(rows))
-        return EXIT_SOME_FAILED
+        logger.error('%d of %d composite%s could not be scored', failed, len(rows), 's' * (len(rows) > 1))
+        return EXIT_BAD_INPUT
     return 0
 
 

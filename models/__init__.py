@@ -13,7 +13,8 @@ from typing import Callable
 from .bargainnet_model import BargainNetModel, harmonize
 from .base_model import BaseModel
 from .factory import Architecture, create_networks, load_bargainnet, load_extractor, select_device
-from .inference import HarmonyScorer, Harmonizer, harmony_score
+from .harmonizer import Harmonizer
+from .harmony_score import HarmonyScorer, harmony_score
 
 MODELS: dict[str, type[BaseModel]] = {'bargainnet': BargainNetModel}
 

@@ -1,4 +1,4 @@
-"""predict_harmony_score.py and the scoring API: SPEC §5 formula, preprocessing and output, batches, bad inputs."""
+"""predict_harmony_score.py and the scoring API: the released formula, preprocessing and output, batches, bad inputs."""
 from __future__ import annotations
 
 import json
@@ -11,10 +11,12 @@ import torch
 from PIL import Image
 
 import predict_harmony_score
-from models import HarmonyScorer, harmony_score, load_extractor, networks
+from models import Architecture, HarmonyScorer, create_networks, harmony_score, load_extractor
 from models.checkpoint import atomic_save, plain_state_dict
-from models.inference import find_pairs, prepare_score_input
+from models.harmony_score import prepare_score_input
+from models.networks import StyleEncoder
 from util.cli import run_main
+from util.pairs import find_pairs
 
 H, W = 200, 300  # not square, not 256
 
@@ -23,7 +25,7 @@ H, W = 200, 300  # not square, not 256
 def weight(tmp_path_factory) -> str:
     """A tiny extractor (ndf 8) whose codes differ enough from region to region for scores well inside (0, 1)."""
     torch.manual_seed(0)
-    net = networks.define_E(16, ndf=8, init_gain=0.2)
+    _, net = create_networks(Architecture(ngf=8, ndf=8), init_gain=0.2)
     torch.nn.init.normal_(net.convs.bias, 0, 0.5)
     path = str(tmp_path_factory.mktemp('weights') / 'latest_net_E.pth')
     atomic_save(plain_state_dict(net), path)
@@ -63,9 +65,9 @@ def run(argv, capsys) -> tuple[int, str, str]:
 
 
 def by_hand(weight: str, image_path: str, mask_path: str) -> float:
-    """The two codes computed with the extractor directly, from SPEC §5 preprocessing written out."""
+    """The two codes computed with the extractor directly, from the released preprocessing written out."""
     state = torch.load(weight, weights_only=True)
-    net = networks.define_E(16, ndf=8)
+    net = StyleEncoder(16, ndf=8)
     net.load_state_dict(state)
     net.eval()
     img = Image.open(image_path).convert('RGB').resize((256, 256), Image.BILINEAR)
@@ -86,7 +88,7 @@ def test_score_is_exp_of_code_distance_printed_as_released(weight, tmp_path, cap
     assert d > 5  # a distance that makes the check meaningful (score well below 1)
     code, out, _ = run(['--image', image, '--mask', mask, '--weight', weight, '--gpu', '-1'], capsys)
     assert code == 0
-    assert out == f'The harmony score of comp.png is {math.exp(-0.04212 * d):.2f}\n'
+    assert out == f'The harmony score of comp.png is {math.exp(-0.04212 * d):.3f}\n'
     code, out, _ = run(['--image', image, '--mask', mask, '--weight', weight, '--gpu', '-1', '--format', 'json'],
                        capsys)
     row = json.loads(out)[0]
@@ -152,13 +154,13 @@ def test_each_bad_input_has_its_error_and_the_others_are_scored(weight, tmp_path
     Image.fromarray(soft_mask(9)).save(tmp_path / 'broken_mask.png')
     zgood = write_pair(tmp_path, 'zgood', 10)
     code, out, err = run(['--input_dir', tmp_path, '--weight', weight, '--gpu', '-1', '--batch_size', 3], capsys)
-    assert code == 1
-    assert out.splitlines() == [f'The harmony score of {n}.png is {harmony_score(*p, weight).score:.2f}'
+    assert code == 2  # the others are scored, the run says that some failed
+    assert out.splitlines() == [f'The harmony score of {n}.png is {harmony_score(*p, weight).score:.3f}'
                                 for n, p in (('good', good), ('zgood', zgood))]
     errors = [line for line in err.splitlines() if line.startswith('error:')]
     assert len(errors) == 5
-    expected = {'cropped': 'is 300x150 but image', 'empty': 'is empty: no foreground',
-                'full': 'covers the whole image: no background', 'lonely': 'lonely_mask.png not found',
+    expected = {'cropped': 'is 300x150 but image', 'empty': 'has no foreground at 256x256',
+                'full': 'has no background at 256x256', 'lonely': 'lonely_mask.png not found',
                 'broken': 'cannot be read as an image'}
     for name, text in expected.items():
         assert any(line.startswith(f'error: {tmp_path / name}.png: ') and text in line for line in errors), name
@@ -174,17 +176,18 @@ def test_missing_weights_is_one_line_exit_2(tmp_path, capsys):
     missing = tmp_path / 'nowhere' / 'latest_net_E.pth'
     code, out, err = run(['--image', image, '--mask', mask, '--weight', missing], capsys)
     assert code == 2 and out == ''
-    assert err == f'error: {missing} not found: put the released latest_net_E.pth there or pass --weight\n'
+    assert err.splitlines()[-1] == f'error: {missing}: weights file not found'
+    assert 'WARNING' not in err and 'Traceback' not in err
 
 
 def test_architecture_read_from_weights_and_said_or_checked(weight, tmp_path, capsys):
     image, mask = write_pair(tmp_path, 'a', 1)
     code, _, err = run(['--image', image, '--mask', mask, '--weight', weight, '--gpu', '-1'], capsys)
-    assert code == 0 and 'ndf=8, style_dim=16' in err
+    assert code == 0 and f'INFO: extractor {weight} (ndf 8, style_dim 16) on cpu' in err
     code, _, err = run(['--image', image, '--mask', mask, '--weight', weight, '--gpu', '-1', '--ndf', '64'], capsys)
     errors = [line for line in err.splitlines() if line.startswith('error:')]
-    assert code == 2 and len(errors) == 1 and errors[0].startswith(f'error: {weight}: does not match the network')
-    assert 'conv1f.weight (file (8, 3, 3, 3), model (64, 3, 3, 3))' in errors[0]
+    assert code == 2 and errors == [f'error: {weight}: the file has ndf 8, but the network was built with ndf 64 '
+                                    '(--ndf 8, or leave the option out to read it from the weights)']
 
 
 def test_mask_conventions(tmp_path):

@@ -9,9 +9,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models import networks
+from models import Architecture, create_networks, networks
 
 REF = Path(__file__).resolve().parent / 'reference'  # key tables of the released checkpoints
+
+
+def tiny() -> tuple[nn.Module, nn.Module]:
+    """G and E with 8 channels at the first layer, initialized as the released code does."""
+    return create_networks(Architecture(ngf=8, ndf=8))
 
 
 def key_table(net: nn.Module) -> list[str]:
@@ -27,18 +32,17 @@ def reference_table(name: str) -> list[str]:
 
 
 def test_generator_keys_shapes_dtypes_match_release():
-    net = networks.define_G(20, 3, 64, 's2ad', norm='batch', use_dropout=True, style_dim=16)
+    net = networks.S2ADGenerator(20, 3, 64, norm='batch', use_dropout=True, style_dim=16)
     assert key_table(net) == reference_table('G')
 
 
 def test_extractor_keys_shapes_dtypes_match_release():
-    net = networks.define_E(style_dim=16, ndf=64, norm='batch')
+    net = networks.StyleEncoder(style_dim=16, ndf=64, norm='batch')
     assert key_table(net) == reference_table('E')
 
 
 def test_other_widths_scale_channels():
-    g = networks.define_G(20, 3, 8, 's2ad').state_dict()
-    e = networks.define_E(16, ndf=4).state_dict()
+    g, e = (net.state_dict() for net in create_networks(Architecture(ngf=8, ndf=4)))
     assert g['model.model.0.weight'].shape == (8, 20, 4, 4)
     assert g['model.model.1.attention.0.weight'].shape == (16, 16, 1, 1)
     assert e['conv5f.weight'].shape == (32, 32, 3, 3)
@@ -47,7 +51,7 @@ def test_other_widths_scale_channels():
 
 def test_init_follows_released_scheme():
     torch.manual_seed(0)
-    net = networks.define_G(20, 3, 64, 's2ad')
+    net, _ = create_networks(Architecture())
     conv = net.model.model[0].weight
     assert abs(conv.mean().item()) < 1e-3 and abs(conv.std().item() - 0.02) < 1e-3
     bn = net.model.model[1].model[2]
@@ -83,14 +87,14 @@ def test_partial_conv_against_hand_computed_values():
 
 
 def test_generator_rejects_sides_not_multiple_of_256():
-    net = networks.define_G(20, 3, 8, 's2ad')
+    net, _ = tiny()
     with pytest.raises(ValueError, match='multiples of 256'):
         net(torch.zeros(1, 3, 256, 300), torch.zeros(1, 1, 256, 300), torch.zeros(1, 16, 1, 1))
 
 
 def test_generator_code_weight_is_clamped():
     torch.manual_seed(0)
-    net = networks.define_G(20, 3, 8, 's2ad').eval()
+    net = tiny()[0].eval()
     comp, mask = torch.rand(1, 3, 256, 256) * 2 - 1, torch.ones(1, 1, 256, 256)
     code = torch.randn(1, 16, 1, 1)
     with torch.no_grad():
@@ -113,7 +117,7 @@ def _inputs(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize('batch', [1, 3])
 def test_forward_backward(batch):
     torch.manual_seed(0)
-    G, E = networks.define_G(20, 3, 8, 's2ad'), networks.define_E(16, ndf=8)
+    G, E = tiny()
     comp, mask = _inputs(batch)
     z = E(comp, 1 - mask)
     out = G(comp, mask, z)
@@ -127,7 +131,7 @@ def test_forward_backward(batch):
 @pytest.mark.parametrize('mode', ['per_sample', 'eval'])
 def test_batch_of_three_equals_three_single_runs(mode):
     torch.manual_seed(0)
-    G, E = networks.define_G(20, 3, 8, 's2ad'), networks.define_E(16, ndf=8)
+    G, E = tiny()
     # give BatchNorm non-trivial running statistics so that eval mode uses them
     comp, mask = _inputs(3)
     with torch.no_grad():
@@ -198,7 +202,7 @@ def test_euclidean_triplet_against_hand_values():
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_extractor_is_finite_under_autocast(dtype):
     torch.manual_seed(0)
-    E = networks.define_E(16, ndf=8)
+    _, E = tiny()
     comp, mask = _inputs(2)
     with torch.autocast(device_type='cpu', dtype=dtype):
         z = E(comp, 1 - mask)
