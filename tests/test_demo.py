@@ -113,28 +113,27 @@ def test_demo_doc_table_is_metrics_json():
 
 
 def test_demo_model_metrics(tmp_path):
-    """The commands recorded in metrics.json give its numbers (within the recorded tolerance: other CPUs may
-    round differently in the last bits)."""
+    """The command recorded in metrics.json gives its numbers, the model's and the input composites' (within the
+    recorded tolerance: other CPUs may round differently in the last bits)."""
     expected = json.loads(METRICS.read_text())
     data = tmp_path / 'data'
     res = run(command_args(expected['dataset_command'], out=str(data)))
     assert res.returncode == 0, res.stderr
-    got = {}
-    for label, key in (('demo model', 'command'), ('input composites', 'baseline_command')):
-        results = tmp_path / key
-        res = run(command_args(expected[key], dataset_root=str(data), results_dir=str(results)))
-        assert res.returncode == 0, res.stderr[-3000:]
-        got[label] = read_summary(results)
+    results = tmp_path / 'results'
+    res = run(command_args(expected['command'], dataset_root=str(data), results_dir=str(results)))
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = read_summary(results)
+    got = {'demo model': summary['groups'], 'input composites': summary['composite_groups']}
     if UPDATE:
-        expected['runs'] = {label: _rounded(got[label]['groups']) for label in RUNS}
-        expected['protocol'] = got['demo model']['settings']['protocol']
+        expected['runs'] = {label: _rounded(got[label]) for label in RUNS}
+        expected['protocol'] = summary['protocol']['description']
         expected['date'] = datetime.date.today().isoformat()
         METRICS.write_text(json.dumps(expected, indent=2) + '\n')
         write_doc_table(expected)
         return
     tol = expected['tolerance']
     for label in RUNS:
-        groups = got[label]['groups']
+        groups = got[label]
         for group, stated in expected['runs'][label].items():
             assert groups[group]['n'] == stated['n'], (label, group)
             for key in COLUMNS[1:]:
