@@ -96,13 +96,13 @@ def output_paths(pairs: list[tuple[str, str]], out: str) -> tuple[list[str], boo
 def refuse_overwriting(pairs: list[tuple[str, str]], outs: list[str], folder: Optional[str]) -> None:
     """ValueError when an output would replace an input file, or results would go into ``folder`` holding inputs."""
     inputs = {os.path.realpath(path) for pair in pairs for path in pair}
+    if folder is not None and os.path.realpath(folder) in {os.path.dirname(path) for path in inputs}:
+        raise ValueError(f'--out {folder} is a folder of the inputs: the results would replace or mix with them; '
+                         'give another folder, or --overwrite')
     for path in outs:
         if os.path.realpath(path) in inputs:
             raise ValueError(f'--out {path} is one of the inputs and would be overwritten: give another --out, or '
                              '--overwrite')
-    if folder is not None and os.path.realpath(folder) in {os.path.dirname(path) for path in inputs}:
-        raise ValueError(f'--out {folder} is a folder of the inputs: the results would replace or mix with them; '
-                         'give another folder, or --overwrite')
 
 
 def save_image(array: np.ndarray, path: str) -> None:
