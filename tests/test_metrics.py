@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from util import metrics
-from util.image import input_to_uint8, mask_to_uint8, output_to_uint8, save_png
+from util.image import crop_padding, input_to_uint8, mask_to_uint8, output_to_uint8, save_png
 
 
 def _pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -152,3 +152,36 @@ def test_input_to_uint8_recovers_dataset_images_exactly(tmp_path) -> None:
     assert np.array_equal(np.asarray(Image.open(path)), back)
     with pytest.raises(ValueError, match='uint8'):
         save_png(back.astype(np.float32), str(path))
+
+
+def test_truncated_round_trip_lowers_levels_1_to_63() -> None:
+    """The released protocol's real image: u / 127.5 - 1 truncated back gives u - 1 for u in 1..63, u otherwise."""
+    u = np.arange(256, dtype=np.uint8)
+    t = torch.from_numpy(u.reshape(1, 1, 256).repeat(3, 0)).float() / 127.5 - 1
+    back = output_to_uint8(t)[0, :, 0].astype(int)
+    expected = u.astype(int) - ((u >= 1) & (u <= 63))
+    assert back.tolist() == expected.tolist()
+    assert input_to_uint8(t)[0, :, 0].tolist() == u.tolist()  # rounding gives the loaded pixels back
+
+
+def test_composite_prefix_json_and_table_cells() -> None:
+    rows = [{'subset': 'HCOCO', 'fg_ratio': 0.1, 'mse': 1.0, 'psnr': 2.0, 'fmse': 3.0, 'fpsnr': 4.0, 'ssim': 0.5,
+             'comp_mse': 10.0, 'comp_psnr': 20.0, 'comp_fmse': math.nan, 'comp_fpsnr': math.nan, 'comp_ssim': 0.25}]
+    model, comp = metrics.summarize(rows), metrics.summarize(rows, prefix='comp_')
+    assert comp['all']['mse'] == 10.0 and comp['all']['n_fg'] == 0 and math.isnan(comp['all']['fmse'])
+    ready = metrics.json_ready(comp)
+    assert ready['all']['fmse'] is None and ready['all']['mse'] == 10.0 and ready['fg 0-5%']['mse'] is None
+    header, body = metrics.table_cells(model, comp)
+    assert header[0][:2] == [('images', 1, 2), ('n', 1, 2)] and header[0][2] == ('MSE', 2)
+    assert header[1] == ['harmonized', 'composite'] * 5
+    assert body[0] == ['all', '1', '1.00', '10.00', '2.00', '20.00', '3.00', '-', '4.00', '-', '0.5000', '0.2500']
+    assert [row[0] for row in body] == ['all', 'HCOCO', 'fg 0-5%', 'fg 5-15%', 'fg 15-100%']
+    header, body = metrics.table_cells(model)
+    assert header == [['images', 'n', 'MSE', 'PSNR', 'fMSE', 'fPSNR', 'SSIM']] and len(body[0]) == 7
+    assert metrics.format_value('ssim', None) == '-' and metrics.format_value('mse', 2.005) == '2.00'
+
+
+def test_crop_padding_undoes_the_padding() -> None:
+    a = np.arange(2 * 6 * 7).reshape(2, 6, 7)
+    assert np.array_equal(crop_padding(a, torch.tensor([1, 2, 3, 0])), a[:, 2:, 1:4])
+    assert crop_padding(a, [0, 0, 0, 0]).shape == a.shape
