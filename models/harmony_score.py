@@ -54,7 +54,7 @@ def default_weight() -> str:
         logger.warning('%s not found: using the shipped demo extractor %s, trained for this project\'s demo and '
                        'not the released one (its scores lie close to 1; only their order means something); put '
                        'the released latest_net_E.pth in checkpoints/ or pass --weight', DEFAULT_E_WEIGHT, shown)
-        return DEMO_E_WEIGHT
+        return shown
     raise FileNotFoundError(f'{DEFAULT_E_WEIGHT} not found: put the released latest_net_E.pth there or pass '
                             '--weight')
 

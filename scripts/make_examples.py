@@ -96,7 +96,8 @@ exposure and tone curve changed, as if it had been pasted from another photograp
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--out', type=str, default='examples', help='output folder')
     parser.add_argument('--verbose', action='store_true', help='debug logging and full tracebacks')
     args = parser.parse_args(argv)
