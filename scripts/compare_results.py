@@ -3,7 +3,9 @@
     python scripts/compare_results.py "input composites=results/demo/composite_test" \
         "demo model=results/demo/latest_test"
 
-Each argument is ``label=folder`` where the folder holds the ``summary.json`` that test.py wrote.
+Each argument is ``label=folder`` where the folder holds the ``summary.json`` that test.py wrote. The table
+names the protocol of each run (released or deploy); runs of different protocols are not comparable, and a
+warning says so.
 
 ``--paired`` also compares every run with the first one image by image (from their ``metrics.csv``): for MSE
 and fMSE, the mean reduction of the error, its 95% paired bootstrap interval (resampling images, a fixed seed)
@@ -32,25 +34,36 @@ COLUMNS = (('n', 'n', '{:d}'), ('mse', 'MSE', '{:.2f}'), ('psnr', 'PSNR', '{:.2f
            ('fpsnr', 'fPSNR', '{:.2f}'), ('ssim', 'SSIM', '{:.4f}'))
 
 
-def load_row(folder: str, group: str) -> dict:
-    """The ``group`` row of ``<folder>/summary.json``."""
+def load_summary(folder: str) -> dict:
+    """``<folder>/summary.json``."""
     path = os.path.join(folder, 'summary.json')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{path}: no summary.json (run test.py first)')
     with open(path) as f:
-        groups = json.load(f)['groups']
+        return json.load(f)
+
+
+def load_row(folder: str, group: str) -> dict:
+    """The ``group`` row of ``<folder>/summary.json``."""
+    groups = load_summary(folder)['groups']
     if group not in groups:
-        raise ValueError(f'{path}: no group {group!r} (groups: {", ".join(groups)})')
+        raise ValueError(f'{os.path.join(folder, "summary.json")}: no group {group!r} (groups: {", ".join(groups)})')
     return groups[group]
 
 
-def format_table(rows: Sequence[tuple[str, dict]]) -> str:
-    """A Markdown table: one line per labelled summary row."""
-    lines = ['| | ' + ' | '.join(title for _, title, _ in COLUMNS) + ' |',
-             '|---|' + '---:|' * len(COLUMNS)]
-    for label, row in rows:
+def protocol_name(summary: dict) -> str:
+    """The protocol a summary was computed with ('released', 'deploy'), or '?' for summaries that do not say."""
+    protocol = summary.get('protocol')
+    return protocol.get('name', '?') if isinstance(protocol, dict) else '?'
+
+
+def format_table(rows: Sequence[tuple[str, dict]], protocols: Optional[Sequence[str]] = None) -> str:
+    """A Markdown table: one line per labelled summary row, with its protocol when ``protocols`` is given."""
+    lines = ['| | ' + ('protocol | ' if protocols else '') + ' | '.join(title for _, title, _ in COLUMNS) + ' |',
+             '|---|' + ('---|' if protocols else '') + '---:|' * len(COLUMNS)]
+    for i, (label, row) in enumerate(rows):
         cells = ['-' if row.get(key) is None else fmt.format(row[key]) for key, _, fmt in COLUMNS]
-        lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+        lines.append(f'| {label} | ' + (f'{protocols[i]} | ' if protocols else '') + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
 
@@ -99,14 +112,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help='also compare every run with the first image by image (MSE, fMSE; bootstrap interval)')
     parser.add_argument('--verbose', action='store_true')
     args = parser.parse_args(argv)
-    rows, folders = [], []
+    rows, folders, protocols = [], [], []
     for run in args.runs:
         label, sep, folder = run.partition('=')
         if not sep:
             raise ValueError(f'{run!r}: expected label=folder')
         rows.append((label, load_row(folder, args.group)))
         folders.append(folder)
-    print(format_table(rows))
+        protocols.append(protocol_name(load_summary(folder)))
+    if len(set(protocols)) > 1:
+        print(f'warning: the runs used different protocols ({", ".join(sorted(set(protocols)))}): their numbers are '
+              'not comparable', file=sys.stderr)
+    print(format_table(rows, protocols))
     if args.paired and len(rows) > 1:
         results = []
         for metric, title in (('mse', 'MSE'), ('fmse', 'fMSE')):

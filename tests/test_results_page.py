@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -18,6 +19,8 @@ from models.checkpoint import atomic_save, plain_state_dict
 from models.factory import Architecture, create_networks
 from util import metrics
 from util.html import HTML, galleries
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Page(HTMLParser):
@@ -217,3 +220,19 @@ def test_page_renders_in_a_headless_browser(results, tmp_path):
     assert image.std() > 10  # text, table lines and images, not a blank page
     top = image[:400]  # the title, protocol and metrics table: dark text on white
     assert (top < 100).mean() > 0.005 and (top > 240).mean() > 0.5
+
+
+def test_compare_results_names_each_runs_protocol(results, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location('compare_results', ROOT / 'scripts' / 'compare_results.py')
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    runs = [f'composites={results / "composite_test"}', f'model={results / "latest_test"}']
+    assert compare.main(runs) == 0
+    out, err = capsys.readouterr()
+    _, summary = read(results / 'latest_test')
+    assert f'| model | released | 8 | {summary["groups"]["all"]["mse"]:.2f} |' in out and err == ''
+    deploy = Path(shutil.copytree(results / 'latest_test', tmp_path / 'deploy'))
+    (deploy / 'summary.json').write_text(json.dumps({**summary, 'protocol': {'name': 'deploy', 'description': ''}}))
+    assert compare.main(runs + [f'deploy={deploy}']) == 0
+    out, err = capsys.readouterr()
+    assert '| deploy | deploy |' in out and 'different protocols (deploy, released)' in err
