@@ -315,6 +315,8 @@ def project_flags() -> set[str]:
         options.gather_options([])
         parsers.append(options.parser)
     for path in [ROOT / 'predict_harmony_score.py'] + sorted((ROOT / 'scripts').glob('*.py')):
+        if "__name__ == '__main__'" not in path.read_text():
+            continue  # a library module of the scripts, not an entry point
         module = _load_script(path)
         if hasattr(module, 'build_parser'):
             parsers.append(module.build_parser())
