@@ -22,15 +22,16 @@ from typing import Optional, Sequence
 
 from models.factory import resolve_gpu_ids, select_device
 from models.harmony_score import DEFAULT_E_WEIGHT, HarmonyScorer, ScoreInput, default_weight, prepare_score_input
-from util.cli import EXIT_BAD_INPUT, add_pair_arguments, positive_int, run_main, setup_logging
-from util.pairs import find_pairs, flag_given
+from util.cli import (EXIT_BAD_INPUT, HelpFormatter, add_pair_arguments, flag_given, positive_int, run_main,
+                      setup_logging)
+from util.pairs import find_pairs
 
 logger = logging.getLogger('predict_harmony_score')
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__.split('\n\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__.split('\n\n')[0], formatter_class=HelpFormatter,
         allow_abbrev=False,
         epilog='Exit status: 0 all scored; 2 bad arguments or weights, or some composites failed (error lines on '
                'stderr, the others scored); 130 interrupted.')

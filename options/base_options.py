@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import data
 import models
 from models.factory import resolve_gpu_ids
-from util.cli import positive_int
+from util.cli import HelpFormatter, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class BaseOptions:
         return parser
 
     def build_parser(self, add_help: bool = True) -> argparse.ArgumentParser:
-        parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=add_help)
+        parser = argparse.ArgumentParser(formatter_class=HelpFormatter, add_help=add_help)
         return self.initialize(parser)
 
     def gather_options(self, args: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from data.iharmony4_dataset import LIST_FILES, SUBSETS, Sample, decode, mask_array, open_image, read_list  # noqa: E402,E501
-from util.cli import EXIT_BAD_INPUT, run_main, setup_logging  # noqa: E402
+from util.cli import EXIT_BAD_INPUT, HelpFormatter, run_main, setup_logging  # noqa: E402
 
 logger = logging.getLogger('check_dataset')
 
@@ -237,7 +237,7 @@ def format_report(report: Report, show: int = 10) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument('--dataset_root', '--dataroot', dest='dataset_root', required=True,
                    help='the folder that holds IHD_train.txt and IHD_test.txt')
     p.add_argument('--deep', action='store_true', help='decode every image: truncation, empty foregrounds')

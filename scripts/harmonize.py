@@ -28,8 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models.factory import resolve_gpu_ids, select_device  # noqa: E402
 from models.harmonizer import DEFAULT_GRID, MODES, Harmonizer  # noqa: E402
-from util.cli import EXIT_BAD_INPUT, add_pair_arguments, positive_int, run_main, setup_logging  # noqa: E402
-from util.pairs import IMG_EXTENSIONS, find_pairs, flag_given  # noqa: E402
+from util.cli import (EXIT_BAD_INPUT, HelpFormatter, add_pair_arguments, flag_given, positive_int,  # noqa: E402
+                      run_main, setup_logging)
+from util.pairs import IMG_EXTENSIONS, find_pairs  # noqa: E402
 
 logger = logging.getLogger('harmonize')
 
@@ -38,7 +39,7 @@ JPEG_QUALITY = 95
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__.split('\n\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__.split('\n\n')[0], formatter_class=HelpFormatter,
         allow_abbrev=False,
         epilog='Exit status: 0 all harmonized; 2 bad arguments or weights, or some composites failed (error lines '
                'on stderr, the others written); 130 interrupted.')

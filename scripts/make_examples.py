@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from util.cli import run_main, setup_logging  # noqa: E402
+from util.cli import HelpFormatter, run_main, setup_logging  # noqa: E402
 
 logger = logging.getLogger('make_examples')
 
@@ -97,7 +97,7 @@ exposure and tone curve changed, as if it had been pasted from another photograp
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument('--out', type=str, default='examples', help='output folder')
     parser.add_argument('--verbose', action='store_true', help='debug logging and full tracebacks')
     args = parser.parse_args(argv)

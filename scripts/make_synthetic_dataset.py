@@ -61,7 +61,7 @@ for _path in (ROOT, ROOT / 'scripts'):
 from synthetic_edits import SUBSETS, generate_mask, make_composite, recolour_view, reference_pixels  # noqa: E402
 from synthetic_photos import (SKIMAGE_GRAY_PHOTOS, Photo, apply_view, apply_view_mask, attach_user_masks,  # noqa: E402
                               load_photos, plan_view, skimage_gray_photos, skimage_photos)
-from util.cli import run_main, setup_logging  # noqa: E402
+from util.cli import HelpFormatter, run_main, setup_logging  # noqa: E402
 
 logger = logging.getLogger('make_synthetic_dataset')
 
@@ -298,7 +298,7 @@ def build_dataset(out: str | Path, photos: Optional[list[Photo]] = None, seed: i
 # ----------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument('--out', required=True, help='dataset root to create (must be new or empty)')
     p.add_argument('--photos', default='', help="folder of photos (default: scikit-image's colour photographs)")
     p.add_argument('--masks', default='', help='folder of foreground masks named <photo>.png or <photo>_<k>.png '

@@ -7,8 +7,23 @@ import re
 import sys
 from typing import Callable, Optional, Sequence
 
-EXIT_BAD_INPUT = 2
-EXIT_SOME_FAILED = 1  # scripts that process many inputs: some of them failed, the others completed
+EXIT_BAD_INPUT = 2  # bad arguments or input (scripts of many inputs: after processing the others)
+EXIT_INTERRUPTED = 130
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default, left out where there is none to show (None, False, '')."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, '') or action.default is argparse.SUPPRESS:
+            return action.help or ''
+        return super()._get_help_string(action)
+
+
+def flag_given(argv: Sequence[str], *flags: str) -> bool:
+    """Whether one of ``flags`` (``--gpu``) is in ``argv``, alone or as ``--gpu=1`` (parsers built with
+    ``allow_abbrev=False``, whose flags cannot be abbreviated)."""
+    return any(arg.split('=', 1)[0] in flags for arg in argv)
 
 
 def positive_int(text: str) -> int:
@@ -60,11 +75,11 @@ def run_main(main: Callable[[Optional[Sequence[str]]], int | None], argv: Option
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def add_pair_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """``--image``, ``--mask`` and ``--input_dir``: the composite + mask inputs of ``models.inference.find_pairs``."""
+    """``--image``, ``--mask`` and ``--input_dir``: the composite + mask inputs of ``util.pairs.find_pairs``."""
     parser.add_argument('--image', action='append', default=[],
                         help='a composite, or a folder of composites; repeat with --mask')
     parser.add_argument('--mask', action='append', default=[],

@@ -10,7 +10,6 @@
   everywhere is all foreground and is refused for its missing background, one grey 127 everywhere is refused
   for its missing foreground, and an object too small to reach 128 anywhere at 256×256 (a few pixels of a large
   photo) is refused as empty.
-* :func:`flag_given`: whether a flag is on the command line, for defaults that depend on it.
 
 White (255) is the foreground. Images are paths, PIL images or uint8 H×W×3 arrays; masks are paths, PIL images or
 H×W arrays (uint8 0–255, bool, or float in [0, 1]).
@@ -188,9 +187,3 @@ def _by_stem(folder: str) -> dict[str, str]:
     for path in sorted(_image_files(folder), key=lambda p: rank[os.path.splitext(p)[1].lower()]):
         found.setdefault(os.path.splitext(os.path.basename(path))[0], path)
     return found
-
-
-def flag_given(argv: Sequence[str], *flags: str) -> bool:
-    """Whether one of ``flags`` (``--gpu``) is in ``argv``, alone or as ``--gpu=1``; for parsers built with
-    ``allow_abbrev=False``, whose flags cannot be abbreviated."""
-    return any(arg.split('=', 1)[0] in flags for arg in argv)
