@@ -15,8 +15,8 @@ ITERS=${DEMO_ITERS:-600}
 NGF=${DEMO_NGF:-8}
 NUM_TEST=${DEMO_NUM_TEST:-inf}
 GPU_IDS=${GPU_IDS:--1}
-# how the demo model is evaluated (see checkpoints/demo/TRAINING.md): trained without dropout, so tested so
-EVAL_FLAGS=(--no_dropout --eval)
+# test.py and harmonize.py take each model's settings (no dropout, running BatchNorm statistics for a model
+# trained at batch 4) from its folder's train_opt.txt
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$1"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
@@ -42,8 +42,8 @@ step "3/5 Evaluate on the held-out composites (photos that training never saw)"
 TEST=(--dataset_root "$DATA" --results_dir "$RESULTS" --gpu_ids "$GPU_IDS" --num_test "$NUM_TEST" --batch_size 8
       --num_threads 2)
 run "$PY" test.py "${TEST[@]}" --name inputs --baseline composite
-run "$PY" test.py "${TEST[@]}" --checkpoints_dir "$RESULTS/checkpoints" --name quick "${EVAL_FLAGS[@]}"
-run "$PY" test.py "${TEST[@]}" --checkpoints_dir checkpoints --name demo "${EVAL_FLAGS[@]}"
+run "$PY" test.py "${TEST[@]}" --checkpoints_dir "$RESULTS/checkpoints" --name quick
+run "$PY" test.py "${TEST[@]}" --checkpoints_dir checkpoints --name demo
 
 step "4/5 Input composites, the few-minute model and the demo model, side by side"
 run "$PY" scripts/compare_results.py --paired "input composites=$RESULTS/inputs/composite_test" \
@@ -51,7 +51,7 @@ run "$PY" scripts/compare_results.py --paired "input composites=$RESULTS/inputs/
 
 step "5/5 Harmonize examples/ at full resolution with the demo model, harmony scores before and after"
 run "$PY" scripts/harmonize.py --image examples/composite --mask examples/mask --checkpoints_dir checkpoints \
-  --name demo --gpu "${GPU_IDS%%,*}" "${EVAL_FLAGS[@]}" --out "$RESULTS/examples" --score
+  --name demo --gpu "${GPU_IDS%%,*}" --out "$RESULTS/examples" --score
 
 step "Done"
 echo "results page of the demo model:  $RESULTS/demo/latest_test/index.html"
