@@ -267,9 +267,12 @@ def test_a_save_killed_at_any_file_leaves_a_complete_state_to_resume_from(tmp_pa
     model, opt = tiny_model(tmp_path)
     ctx = distributed.DistContext()
     train.save(model, opt, ctx, train.Progress(1, 5, 5), ['latest'])
-    old = {n: checkpoint.plain_state_dict(net) for n, net in model.nets.items()}
+    def snapshot():
+        return {n: {k: v.clone() for k, v in checkpoint.plain_state_dict(net).items()} for n, net in model.nets.items()}
+
+    old = snapshot()
     perturb(model)
-    new = {n: checkpoint.plain_state_dict(net) for n, net in model.nets.items()}
+    new = snapshot()
     calls = []
     real_replace = os.replace
 
