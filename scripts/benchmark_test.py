@@ -1,27 +1,27 @@
-"""Images per second of test.py against the released evaluation procedure, on the CPU, in one run.
+"""Images per second of test.py against the released per-image test procedure, side by side in one run.
 
-* ``test.py``: its own evaluation loop: ``--num_threads`` loader worker processes that each load and
-  harmonize their images (one torch thread per image), one extractor pass (the background code) and one
-  generator pass per image under ``torch.inference_mode``, the networks' large convolutions with
-  prepacked weights (``models/prepack.py``, bit-identical outputs), scoring in the main process.
-* ``released procedure``: a loop that follows the released test: batch size 1, loading in the main
-  process, the training forward (four extractor passes and the generator, train-mode BatchNorm on the
-  single image) under ``torch.no_grad`` as pix2pix's ``BaseModel.test`` did, PyTorch's own convolution
-  calls.
+* ``test.py``: its evaluation loop as users run it: ``--num_threads`` loader workers decode and resize, the
+  main process harmonizes batches of ``--batch_size`` (one extractor pass for the background code and one
+  generator pass per batch, ``torch.inference_mode``) while a thread scores the previous batch (MSE, PSNR,
+  fMSE, fPSNR and SSIM of the harmonized image and of the composite) and writes the PNGs.
+* ``released procedure``: the released test loop, written out here: one image at a time in the main process,
+  OpenCV reading and resizing, the training forward of the released model under ``torch.no_grad`` (four
+  extractor passes and the generator, networks in training mode: each image's own BatchNorm statistics),
+  ``tensor2im``, scikit-image's MSE and PSNR, the fMSE on PIL's mode-1 mask, the PNG saved by PIL.
 
-Both score every image with the same metrics (MSE, PSNR, fMSE, fPSNR, SSIM) and save the same PNG, so
-the comparison is of the procedures alone. Both use the same untrained weights (speed does not depend on
-the values) and the same dataset: ``scripts/make_synthetic_dataset.py`` output unless ``--dataset_root``
-is given. Runs alternate (test.py, released, test.py, released, ...) and the best of ``--repeats`` runs
-counts, so that load from other processes affects both alike. Prints a Markdown table.
+Both use the same untrained weights without dropout (speed does not depend on the values) and the same
+dataset (``scripts/make_synthetic_dataset.py`` output unless ``--dataset_root`` is given). Runs alternate
+(test.py, released, test.py, released, ...) and the best of ``--repeats`` counts, so that load from other
+processes affects both alike. Prints a Markdown table and the speed-up.
 
-    python scripts/benchmark_test.py                      # about 2 minutes on 2 cores
-    python scripts/benchmark_test.py --num_images 64 --repeats 3
+    python scripts/benchmark_test.py                      # a few minutes on 2 cores
+    python scripts/benchmark_test.py --num_images 8 --repeats 1 --ngf 16
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -35,21 +35,22 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+import cv2
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset, default_collate
+from PIL import Image
+from skimage.metrics import mean_squared_error, peak_signal_noise_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import test as test_script  # noqa: E402
-from data import create_dataset  # noqa: E402
-from models import create_model, networks  # noqa: E402
+from data.lists import read_list  # noqa: E402
 from models.checkpoint import atomic_save, plain_state_dict  # noqa: E402
-from options.test_options import TestOptions  # noqa: E402
-from util import metrics  # noqa: E402
+from models.factory import Architecture, create_networks, resolve_gpu_ids, select_device  # noqa: E402
+from options.base_options import parse_gpu_ids  # noqa: E402
 from util.cli import run_main, setup_logging  # noqa: E402
-from util.image import input_to_uint8, output_to_uint8, save_png  # noqa: E402
 
 logger = logging.getLogger('benchmark_test')
 
@@ -63,11 +64,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument('--batch_size', type=int, default=8, help="test.py's --batch_size")
     p.add_argument('--num_threads', type=int, default=2, help="test.py's loader workers (--num_threads)")
     p.add_argument('--repeats', type=int, default=3, help='runs of each procedure, alternating; the best counts')
+    p.add_argument('--gpu_ids', default='-1', help='-1: the CPU; 0: the first GPU, for both procedures')
     p.add_argument('--work_dir', default='', help='where data, weights and results go (default: a temp folder)')
-    p.add_argument('--torch_threads', type=int, default=0,
-                   help="torch's intra-op threads for both procedures (0: torch's default, one per core)")
-    p.add_argument('--no_breakdown', dest='breakdown', action='store_false',
-                   help='skip the table of CPU time per stage')
     p.add_argument('--verbose', action='store_true', help='show the logs of the runs')
     args = p.parse_args(argv)
     if args.num_images < 1 or args.repeats < 1 or args.batch_size < 1 or args.num_threads < 0:
@@ -83,118 +81,64 @@ def make_dataset(out: Path, num_images: int) -> Path:
     return out
 
 
-def save_weights(checkpoints: Path, ngf: int) -> None:
-    """Untrained weights of the released architecture as ``<checkpoints>/bench/latest_net_{G,E}.pth``."""
-    torch.manual_seed(0)
-    atomic_save(plain_state_dict(networks.define_G(20, 3, ngf, 's2ad', 'batch', True, 16)),
-                str(checkpoints / 'bench' / 'latest_net_G.pth'))
-    atomic_save(plain_state_dict(networks.define_E(16, 64, 'batch')), str(checkpoints / 'bench' / 'latest_net_E.pth'))
-
-
-def run_test_script(common: list[str], results: Path, batch_size: int, workers: int, *extra: str) -> float:
-    """Seconds of test.py's evaluation loop (loading, networks, metrics, PNGs; not start-up)."""
-    argv = common + ['--results_dir', str(results), '--batch_size', str(batch_size), '--num_threads', str(workers),
-                     *extra]
-    with contextlib.redirect_stdout(io.StringIO()):
-        if test_script.main(argv) != 0:
-            raise RuntimeError('test.py failed')
+def run_test_script(common: list[str], results: Path, batch_size: int, workers: int, verbose: bool) -> float:
+    """Seconds of test.py's evaluation loop (loading, networks, metrics, PNGs; not start-up or the page)."""
+    argv = common + ['--results_dir', str(results), '--batch_size', str(batch_size), '--num_threads', str(workers)]
+    with contextlib.ExitStack() as quiet:
+        quiet.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        if not verbose:  # test.py sets up its logging on the stderr of the moment
+            quiet.enter_context(contextlib.redirect_stderr(io.StringIO()))
+        test_script.main(argv)
+    setup_logging(verbose)
+    if not verbose:
+        logging.getLogger().setLevel(logging.WARNING)
     summary = json.loads((results / 'bench' / 'latest_test' / 'summary.json').read_text())
     return summary['settings']['seconds']
 
 
-def run_released(common: list[str], results: Path, num_images: int) -> float:
-    """Seconds of a per-image loop that follows the released test procedure (see the module docstring)."""
-    opt = TestOptions().parse(common + ['--results_dir', str(results), '--batch_size', '1', '--num_threads', '0',
-                                        '--no_prepack'])  # PyTorch's own convolution calls, as released
-    model = create_model(opt)
-    model.setup()  # loads the weights, networks in train mode (the released test had no --eval)
-    dataset = Subset(create_dataset(opt, 'test'), range(num_images))
-    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0)
-    image_dir = results / 'released' / 'images'
+def released_loop(root: Path, netG: torch.nn.Module, netE: torch.nn.Module, device: torch.device,
+                  num_images: int, image_dir: Path, size: int = 256) -> float:
+    """Seconds of the released per-image test procedure over the first ``num_images`` test composites."""
+    samples, problems = read_list(str(root), 'test', limit=num_images)
+    if problems:
+        raise ValueError(problems[0].message)
+    netG, netE = copy.deepcopy(netG).to(device).train(), copy.deepcopy(netE).to(device).train()
     image_dir.mkdir(parents=True, exist_ok=True)
+
+    def tensor(a: np.ndarray) -> torch.Tensor:  # ToTensor + Normalize(0.5, 0.5)
+        return (torch.from_numpy(a.transpose(2, 0, 1).copy()).float().div(255) - 0.5).div(0.5)[None].to(device)
+
+    def tensor2im(t: torch.Tensor) -> np.ndarray:
+        return ((t[0].cpu().float().numpy().transpose(1, 2, 0) + 1) / 2.0 * 255.0).astype(np.uint8)
+
     start = time.perf_counter()
-    with torch.no_grad():
-        for batch in loader:
-            model.set_input(batch)
-            model.forward()  # the training forward: z_b, z_f, harm, ẑ_f, z̃_f
-            out = output_to_uint8(model.harm)
-            real = input_to_uint8(batch['real'])
-            mask = batch['mask_metric'][:, 0].numpy() > 0.5
-            metrics.image_metrics(out, real, mask, opt.psnr_peak)
-            metrics.mse(input_to_uint8(batch['comp']), real)
-            save_png(out[0], str(image_dir / (Path(batch['comp_path'][0]).stem + '.png')))
+    for s in samples:
+        comp, real = (cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in (s.comp, s.real))
+        mask = (cv2.imread(s.mask)[..., 0] / 255).astype(np.uint8)
+        comp, real, mask = (cv2.resize(a, (size, size), interpolation=cv2.INTER_LINEAR) for a in (comp, real, mask))
+        comp, real = tensor(comp), tensor(real)
+        m = torch.from_numpy(mask.astype(np.float32))[None, None].to(device)
+        with torch.no_grad():  # the training forward: z_b, z_f, harm, ẑ_f, z̃_f
+            z_b = netE(real, 1 - m)
+            netE(real, m)
+            harm = netG(comp, m, z_b)
+            netE(harm, m)
+            netE(comp, m)
+        out, gt = tensor2im(harm).astype(np.float32), tensor2im(real).astype(np.float32)
+        fg = np.array(Image.open(s.mask).convert('1').resize((size, size)), dtype=np.uint8)[..., None]
+        mean_squared_error(out, gt)
+        mean_squared_error(out * fg, gt * fg) * size * size / max(int(fg.sum()), 1)
+        peak_signal_noise_ratio(gt, out, data_range=out.max() - out.min())
+        Image.fromarray(out.astype(np.uint8)).save(image_dir / (Path(s.comp).stem + '.png'))
     return time.perf_counter() - start
 
 
 def same_images(first: Path, second: Path) -> tuple[int, int]:
-    """How many PNGs of ``second`` ``first`` has byte for byte, and how many ``second`` has."""
+    """How many PNGs of ``second`` ``first`` has with the same pixels, and how many ``second`` has."""
     files = sorted(second.glob('*.png'))
-    same = sum((first / f.name).is_file() and (first / f.name).read_bytes() == f.read_bytes() for f in files)
+    same = sum((first / f.name).is_file() and np.array_equal(np.asarray(Image.open(first / f.name)),
+                                                             np.asarray(Image.open(f))) for f in files)
     return same, len(files)
-
-
-def cpu_breakdown(common: list[str], results: Path,
-                  num_images: int) -> tuple[dict[str, tuple[float, float]], float]:
-    """CPU milliseconds per image of each stage on one thread, for (test.py, released procedure), and of
-    test.py's networks without prepacking.
-
-    Thread CPU time does not count waiting for other processes, so these numbers hold on a busy machine too;
-    they show where the time goes and which part the two procedures share.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        opt = TestOptions().parse(common + ['--results_dir', str(results)])
-        model = create_model(opt)
-        model.setup()  # test.py's model: the large convolutions of G and E prepacked
-        plain = create_model(TestOptions().parse(common + ['--results_dir', str(results), '--no_prepack']))
-        plain.setup()  # the released procedure's: PyTorch's own convolution calls
-        dataset = create_dataset(opt, 'test')
-        k = min(num_images, 4)  # the networks and metrics cost the same for every 256×256 image
-        batches = [default_collate([dataset[i]]) for i in range(k)]
-
-        def per_image(fn) -> float:
-            best = math.inf
-            for _ in range(2):
-                start = time.thread_time()
-                for b in batches:
-                    fn(b)
-                best = min(best, time.thread_time() - start)
-            return 1000 * best / k
-
-        def ours(b: dict) -> None:
-            model.set_input(b)
-            model.test()
-
-        def ours_plain(b: dict) -> None:
-            plain.set_input(b)
-            plain.test()
-
-        def released(b: dict) -> None:
-            with torch.no_grad():
-                plain.set_input(b)
-                plain.forward()
-
-        def score(b: dict) -> None:
-            out, real = output_to_uint8(b['comp']), input_to_uint8(b['real'])
-            metrics.image_metrics(out, real, b['mask_metric'][:, 0].numpy() > 0.5, opt.psnr_peak)
-            metrics.mse(input_to_uint8(b['comp']), real)
-
-        def save(b: dict) -> None:
-            save_png(input_to_uint8(b['comp'])[0], str(results / 'breakdown.png'))
-
-        start = time.thread_time()
-        for i in range(num_images):  # all of them: sizes differ between sub-datasets
-            dataset[i]
-        load = 1000 * (time.thread_time() - start) / num_images
-        stages = {'loading (decode, resize)': (load, load),
-                  'networks': (per_image(ours), per_image(released)),
-                  'metrics (SSIM included)': (per_image(score),) * 2,
-                  'PNG': (per_image(save),) * 2}
-        plain_networks = per_image(ours_plain)
-    finally:
-        torch.set_num_threads(threads)
-    return stages, plain_networks
 
 
 def cpu_name() -> str:
@@ -211,63 +155,43 @@ def cpu_name() -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
     if not args.verbose:
         logging.getLogger().setLevel(logging.WARNING)
+    device = select_device(resolve_gpu_ids(parse_gpu_ids(args.gpu_ids)))
     with contextlib.ExitStack() as stack:
         work = Path(args.work_dir) if args.work_dir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         root = Path(args.dataset_root) if args.dataset_root else make_dataset(work / 'data', args.num_images)
-        save_weights(work / 'checkpoints', args.ngf)
+        torch.manual_seed(0)
+        netG, netE = create_networks(Architecture(ngf=args.ngf, ndf=64, use_dropout=False))
+        for net, kind in ((netG, 'G'), (netE, 'E')):
+            atomic_save(plain_state_dict(net), str(work / 'checkpoints' / 'bench' / f'latest_net_{kind}.pth'))
+        n = min(args.num_images, len(read_list(str(root), 'test')[0]))
         common = ['--name', 'bench', '--dataset_root', str(root), '--checkpoints_dir', str(work / 'checkpoints'),
-                  '--gpu_ids', '-1', '--num_test', str(args.num_images), '--num_html', '0', '--ngf', str(args.ngf),
-                  '--ndf', '64']
-        n = len(create_dataset(TestOptions().parse(common), 'test'))
-        n = min(n, args.num_images)
+                  '--gpu_ids', args.gpu_ids, '--num_test', str(n), '--num_html', '0', '--no_dropout', '--no_eval']
         load_before = os.getloadavg()[0]
-        ours, plain, released = [], [], []
+        ours, released = [], []
         for r in range(args.repeats):
-            ours.append(run_test_script(common, work / f'ours{r}', args.batch_size, args.num_threads))
-            plain.append(run_test_script(common, work / f'plain{r}', args.batch_size, args.num_threads,
-                                         '--no_prepack'))
-            released.append(run_released(common, work / f'released{r}', n))
-            logger.warning('run %d: test.py %.1f s, test.py --no_prepack %.1f s, released procedure %.1f s', r + 1,
-                           ours[-1], plain[-1], released[-1])
+            ours.append(run_test_script(common, work / f'ours{r}', args.batch_size, args.num_threads, args.verbose))
+            released.append(released_loop(root, netG, netE, device, n, work / f'released{r}'))
+            logger.warning('run %d: test.py %.1f s, released procedure %.1f s', r + 1, ours[-1], released[-1])
         load_after = os.getloadavg()[0]
-        same, total = same_images(*(work / d / 'bench' / 'latest_test' / 'images' for d in ('ours0', 'plain0')))
-        stages, plain_networks = cpu_breakdown(common, work / 'breakdown', n) if args.breakdown else ({}, math.nan)
+        same, total = same_images(work / 'released0', work / 'ours0' / 'bench' / 'latest_test' / 'images')
 
-    best_ours, best_plain, best_released = min(ours), min(plain), min(released)
-    print(f'CPU: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} '
-          f'threads; load average {load_before:.1f} before, {load_after:.1f} after')
+    best_ours, best_released = min(ours), min(released)
+    where = (f'GPU {torch.cuda.get_device_name(device)}' if device.type == 'cuda' else
+             f'CPU {cpu_name()}, {os.cpu_count()} cores')
+    print(f'{where}, torch {torch.__version__} with {torch.get_num_threads()} threads; load average '
+          f'{load_before:.1f} before, {load_after:.1f} after')
     print(f'{n} images of {root if args.dataset_root else "a generated dataset"}, ngf {args.ngf}, '
           f'best of {args.repeats} alternating runs\n')
-    print('| procedure | batch | loader workers | extractor passes | grad mode | s (best) | images/s |')
-    print('|---|---:|---:|---:|---|---:|---:|')
-    print(f'| released (per image) | 1 | 0 | 4 | no_grad | {best_released:.1f} | {n / best_released:.2f} |')
-    print(f'| test.py --no_prepack | {args.batch_size} | {args.num_threads} | 1 | inference_mode | {best_plain:.1f} | '
-          f'{n / best_plain:.2f} |')
-    print(f'| test.py | {args.batch_size} | {args.num_threads} | 1 | inference_mode | {best_ours:.1f} | '
-          f'{n / best_ours:.2f} |')
-
-    def runs(times: list[float]) -> str:
-        return ', '.join(f'{t:.1f}' for t in times)
-
-    print(f'\nspeed-up: {best_released / best_ours:.2f}x ({best_released / best_plain:.2f}x without prepacking); '
-          f'all runs: test.py {runs(ours)} s; --no_prepack {runs(plain)} s; released {runs(released)} s')
-    print(f'harmonized images byte-identical with and without prepacking: {same} of {total}')
-    if stages:
-        print('\nCPU time per image on one thread (ms; not affected by other processes):\n')
-        print('| stage | test.py | released |')
-        print('|---|---:|---:|')
-        for name, (a, b) in stages.items():
-            print(f'| {name} | {a:.1f} | {b:.1f} |')
-        total_a, total_b = (sum(v[i] for v in stages.values()) for i in (0, 1))
-        print(f'| total | {total_a:.1f} | {total_b:.1f} |')
-        print(f'\ntest.py networks without prepacking (--no_prepack): {plain_networks:.1f} ms per image; prepacking '
-              f'saves {100 * (1 - stages["networks"][0] / plain_networks):.0f}% of their CPU time')
-        print(f'work ratio: {total_b / total_a:.2f}x; test.py gains more only where loading and scoring run '
-              'on otherwise idle cores (loader workers, the scoring thread)')
+    print('| procedure | batch | loader workers | extractor passes | s (best) | images/s |')
+    print('|---|---:|---:|---:|---:|---:|')
+    print(f'| released (per image) | 1 | 0 | 4 | {best_released:.2f} | {n / best_released:.2f} |')
+    print(f'| test.py | {args.batch_size} | {args.num_threads} | 1 | {best_ours:.2f} | {n / best_ours:.2f} |')
+    print(f'\nspeed-up of test.py: {best_released / best_ours:.2f}x; all runs: test.py '
+          f'{", ".join(f"{t:.2f}" for t in ours)} s; released {", ".join(f"{t:.2f}" for t in released)} s')
+    print(f'harmonized images with the same pixels as the released procedure\'s: {same} of {total}'
+          + (' (batched convolutions round differently: a level on a few pixels)' if args.batch_size > 1 else ''))
     return 0
 
 

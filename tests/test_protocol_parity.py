@@ -9,6 +9,7 @@ order, which may flip a truncated level on a few pixels.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from models.checkpoint import atomic_save, plain_state_dict
 from models.factory import Architecture, create_networks
 
 METRICS = ('mse', 'fmse', 'psnr')
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='module')
@@ -141,3 +143,14 @@ def test_the_truncated_real_image_matters(tiny_dataset, tmp_path):
     assert all(float(rows[r['image']]['mse']) != pytest.approx(r['mse'], rel=1e-6) for r in reference)
     summary = json.loads((folder / 'summary.json').read_text())
     assert summary['protocol']['name'] == 'deploy' and 'loaded pixels' in summary['protocol']['description']
+
+
+def test_the_benchmarks_released_loop_is_the_reference(tiny_dataset, weights, tmp_path):
+    """scripts/benchmark_test.py times its own copy of the released loop: it computes the reference's images."""
+    spec = importlib.util.spec_from_file_location('benchmark_test', ROOT / 'scripts' / 'benchmark_test.py')
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    _, netG, netE = weights
+    assert bench.released_loop(tiny_dataset, netG, netE, torch.device('cpu'), 3, tmp_path) > 0
+    for ref in rp.released_evaluate(tiny_dataset, netG, netE, per_image=True, max_images=3):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / f'{ref["image"]}.png')), ref['output'])
