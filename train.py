@@ -125,8 +125,10 @@ def restore(model: BaseModel, opt: argparse.Namespace, ctx: DistContext, resume:
 
 
 def save(model: BaseModel, opt: argparse.Namespace, ctx: DistContext, progress: Progress, tags: Sequence[str]) -> None:
-    """Write ``<tag>_train_state.pth`` and export ``<tag>_net_*.pth`` for each tag (every process calls this;
-    rank 0 writes, each file atomically)."""
+    """Write ``<tag>_train_state.pth`` and export ``<tag>_net_*.pth`` for each tag, each file atomically.
+
+    Every process calls this (their random states are gathered); rank 0 writes.
+    """
     rngs = ctx.all_gather(rng_state(ctx.device))
     loss_sum, loss_count = ctx.all_reduce([progress.loss_sum, progress.loss_count])  # rank 0 resumes with both
     if not ctx.is_main:
@@ -143,6 +145,7 @@ def save(model: BaseModel, opt: argparse.Namespace, ctx: DistContext, progress: 
 
 
 def latest_tags(opt: argparse.Namespace, progress: Progress, *more: str) -> list[str]:
+    """``latest``, then ``more``, then ``iter_<n>`` with ``--save_by_iter``."""
     return ['latest', *more] + ([f'iter_{progress.total_iters}'] if opt.save_by_iter else [])
 
 

@@ -316,9 +316,10 @@ class Visualizer:
 
     def close(self) -> None:
         """End of training: the final loss curve (and page), TensorBoard files flushed."""
-        self.update_loss_curve()
         if self.use_html and self._shown:
-            self.write_html(self._shown)
+            self.write_html(self._shown)  # redraws the curve too
+        else:
+            self.update_loss_curve()
         if self.tensorboard is not None:
             self.tensorboard.close()
             self.tensorboard = None
