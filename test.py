@@ -144,6 +144,7 @@ def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: str)
 
 # ----------------------------------------------------------------------------- entry point
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Evaluate as the options say; returns the exit status (errors are raised, see util.cli.run_main)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     setup_logging('--verbose' in argv)
     options = TestOptions()
@@ -203,7 +204,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if model is not None:
         comp = summary['composite_groups']['all']
         print('input composites, same protocol: ' + ', '.join(
-            f'{title} {metrics.format_value(key, comp[key])}' for key, title in metrics.METRIC_TITLES.items()))
+            f'{name} {metrics.format_value(key, comp[key])}' for key, name in metrics.METRIC_TITLES.items()))
     return 0
 
 
