@@ -7,10 +7,12 @@ Hday2night about 1000×700), JPEGs at quality 95 with 4:2:0 chroma subsampling m
 with a fine grain. It then writes a cache per ``--max_sides`` (``scripts/prepare_dataset.py --max_side``) and loads
 the same training items (decode, RandomResizedCrop to ``--crop_size``, flip: the training dataset class through
 ``data.create_dataset`` and ``data.create_dataloader``) from each, in the main process with one torch thread
-(0 loader workers) and in one loader worker, full decoding and ``--jpeg_draft``, alternating, best of
-``--repeats``. Each figure is what one core delivers: samples per second of wall-clock time, and samples per
-CPU-second of the process that loads (the main process, or the workers' CPU time over the whole pass,
-start-up included), which other processes on the machine disturb less. Prints Markdown tables.
+(0 loader workers, batches of 1, timed per sample for the CPU time of each sub-dataset) and in one loader
+worker (batches of ``--batch_size``, 16 as in the fast recipe: batches cross between processes), full decoding
+and ``--jpeg_draft``, alternating, best of ``--repeats``. Each figure is what one core delivers: samples per
+second of wall-clock time, and samples per CPU-second of the process that loads (the main process, or the
+workers' CPU time over the whole pass, start-up included), which other processes on the machine disturb less.
+Prints Markdown tables.
 
     python scripts/benchmark_loading.py                       # about 2 minutes on 2 cores
     python scripts/benchmark_loading.py --max_sides 1024,512  # two caches side by side
@@ -62,10 +64,11 @@ class Run:
     data: str  # 'original', 'cache' or 'cache <max_side>'
     draft: bool
     workers: int
+    batch: int
 
     @property
     def label(self) -> str:
-        return f'| {self.data} | {"--jpeg_draft" if self.draft else "full"} | {self.workers} |'
+        return f'| {self.data} | {"--jpeg_draft" if self.draft else "full"} | {self.workers} | {self.batch} |'
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -81,12 +84,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument('--crop_size', type=int, default=256, help='--crop_size of training')
     p.add_argument('--repeats', type=int, default=2, help='runs of each configuration, alternating; the best counts')
     p.add_argument('--workers', default='0,1', help='loader worker counts to measure')
+    p.add_argument('--batch_size', type=int, default=16,
+                   help='batch size with loader workers (the batches cross between processes); 1 without')
     p.add_argument('--max_sides', default=str(CACHE_SIDE),
                    help='--max_side of the caches written for the generated dataset (comma-separated)')
     args = p.parse_args(argv)
     args.max_sides = [int(v) for v in args.max_sides.split(',') if v.strip()]
-    if args.total < 1 or args.repeats < 1 or args.num_items < 0 or args.scale <= 0:
-        raise ValueError('--total, --repeats and --scale must be positive, --num_items at least 0')
+    if args.total < 1 or args.repeats < 1 or args.num_items < 0 or args.scale <= 0 or args.batch_size < 1:
+        raise ValueError('--total, --repeats, --scale and --batch_size must be positive, --num_items at least 0')
     return args
 
 
@@ -199,7 +204,7 @@ def time_loader(root: Path, order: list[int], run: Run, crop_size: int) -> Timin
     over the whole pass (``getrusage`` of the joined children; their start-up included).
     """
     argv = ['--dataset_root', str(root), '--gpu_ids', '-1', '--crop_size', str(crop_size), '--display_id', '0',
-            '--num_threads', str(run.workers), '--batch_size', '1']
+            '--num_threads', str(run.workers), '--batch_size', str(run.batch)]
     opt = TrainOptions().parse(argv + (['--jpeg_draft'] if run.draft else []))
     loader = create_dataloader(opt, Subset(create_dataset(opt, 'train'), order), shuffle=False)
     torch.manual_seed(opt.seed)
@@ -208,29 +213,32 @@ def time_loader(root: Path, order: list[int], run: Run, crop_size: int) -> Timin
     batches = iter(loader)
     next(batches)
     start, cpu_start = time.perf_counter(), time.process_time()
-    cpu_prev = cpu_start
+    cpu_prev, n = cpu_start, 0
     for batch in batches:
         cpu_now = time.process_time()
-        cpu_ms[batch['subset'][0]].append(1000 * (cpu_now - cpu_prev))
+        n += len(batch['subset'])
+        if run.batch == 1:
+            cpu_ms[batch['subset'][0]].append(1000 * (cpu_now - cpu_prev))
         cpu_prev = cpu_now
     wall = time.perf_counter() - start
     del batches  # the workers exit and are joined
     if run.workers:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
-        return Timing((len(order) - 1) / wall, len(order) / cpu, {})
-    return Timing((len(order) - 1) / wall, (len(order) - 1) / (cpu_prev - cpu_start), cpu_ms)
+        return Timing(n / wall, len(order) / cpu, {})
+    return Timing(n / wall, n / (cpu_prev - cpu_start), cpu_ms)
 
 
-def measure(copies: dict[str, Path], num_items: int, crop_size: int, workers: Sequence[int],
+def measure(copies: dict[str, Path], num_items: int, crop_size: int, workers: Sequence[int], batch_size: int,
             repeats: int) -> tuple[list[Run], dict[str, Timing], int]:
     """Time every configuration ``repeats`` times, alternating; the best run of each (by CPU rate)."""
     n = len(prepare_dataset.read_list(copies['original'], 'train')[0])
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:num_items or n].tolist()
-    if len(order) < 2:
-        raise ValueError(f'{copies["original"]}: at least 2 training items are needed, found {len(order)}')
-    runs = [Run('original', draft, w) for draft in (False, True) for w in workers]
-    runs += [Run(name, False, w) for name in copies if name != 'original' for w in workers]
+    if len(order) < 2 * batch_size:
+        raise ValueError(f'{copies["original"]}: at least {2 * batch_size} training items are needed (two batches), '
+                         f'found {len(order)}')
+    runs = [Run(name, draft, w, batch_size if w else 1) for name in copies for draft in (False, True) for w in workers
+            if name == 'original' or not draft]
     best: dict[str, Timing] = {}
     for _ in range(repeats):
         for run in runs:
@@ -243,10 +251,10 @@ def measure(copies: dict[str, Path], num_items: int, crop_size: int, workers: Se
 def format_tables(runs: list[Run], best: dict[str, Timing]) -> list[str]:
     """The rate table (ratios of samples per CPU-second against the original with full decoding and the same
     workers) and CPU milliseconds per sample by sub-dataset (0 workers)."""
-    rows = ['| data | decoding | loader workers | samples/s | samples per CPU-second | vs original |',
-            '|---|---|---:|---:|---:|---:|']
+    rows = ['| data | decoding | loader workers | batch | samples/s | samples per CPU-second | vs original |',
+            '|---|---|---:|---:|---:|---:|---:|']
     for run in runs:
-        t, base = best[run.label], best[Run('original', False, run.workers).label]
+        t, base = best[run.label], best[Run('original', False, run.workers, run.batch).label]
         rows.append(f'{run.label} {t.wall_rate:.1f} | {t.cpu_rate:.1f} | {t.cpu_rate / base.cpu_rate:.2f}× |')
     cols = [run for run in runs if run.workers == 0]
     if not cols:
@@ -288,14 +296,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              f'written in {time.perf_counter() - t0:.1f} s')
         tables = {name: describe(path) for name, path in copies.items()}
         load = os.getloadavg()[0]
-        runs, best, n = measure(copies, args.num_items, args.crop_size, workers, args.repeats)
+        runs, best, n = measure(copies, args.num_items, args.crop_size, workers, args.batch_size, args.repeats)
         notes.append(f'1-minute load average {load:.1f} before, {os.getloadavg()[0]:.1f} after')
     import PIL
     from PIL import features
     print(f'{time.strftime("%Y-%m-%d")}; {machine_description(["cpu"])}; Pillow {PIL.__version__} '
           f'(libjpeg-turbo {features.version("libjpeg_turbo")})')
     print(f'{n} training items of {args.dataset_root or "a generated iHarmony4-shaped dataset"}, crop '
-          f'{args.crop_size}, batch 1, best of {args.repeats} alternating runs; {"; ".join(notes)}\n')
+          f'{args.crop_size}, best of {args.repeats} alternating runs; {"; ".join(notes)}\n')
     for name, rows in tables.items():
         print(f'{name}:\n' + '\n'.join(rows) + '\n')
     print('\n'.join(format_tables(runs, best)))
