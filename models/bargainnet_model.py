@@ -28,15 +28,21 @@ def test_mode(nets: Sequence[nn.Module], per_image: bool, seeds: Optional[Sequen
     statistics untouched. Otherwise eval mode: running statistics, no dropout.
     """
     was_training = [net.training for net in nets]
+    norms = [m for net in nets for m in net.modules() if isinstance(m, networks.SampleBatchNorm2d)]
+    drops = [m for net in nets for m in net.modules() if isinstance(m, networks.SampleDropout)]
+    saved = [(m.per_sample, m.update_stats) for m in norms], [m.sample_seeds for m in drops]
     for net in nets:
         net.train(per_image)
         networks.set_per_sample(net, per_image, list(seeds) if per_image and seeds is not None else None)
     try:
         yield
-    finally:
+    finally:  # training settings (--per_image_norm) come back as they were
         for net, training in zip(nets, was_training):
-            networks.set_per_sample(net, False)
             net.train(training)
+        for m, (per_sample, update_stats) in zip(norms, saved[0]):
+            m.per_sample, m.update_stats = per_sample, update_stats
+        for m, sample_seeds in zip(drops, saved[1]):
+            m.sample_seeds = sample_seeds
 
 
 def harmonize(netG: nn.Module, netE: nn.Module, comp: torch.Tensor, mask: torch.Tensor, code_image: torch.Tensor,

@@ -114,3 +114,22 @@ def test_test_forward_leaves_running_statistics_and_modes_alone(tmp_path, per_im
     after = {f'{n}.{k}': v for n, net in model.nets.items() for k, v in net.named_buffers()}
     assert all(torch.equal(after[k], v) for k, v in buffers.items())
     assert netG.training and netE.training  # the training modes are restored
+
+
+def test_a_test_forward_during_training_keeps_per_image_normalization():
+    from models.bargainnet_model import harmonize
+    from models.factory import Architecture, create_networks
+    from models.networks import SampleBatchNorm2d, set_per_sample
+
+    netG, netE = create_networks(Architecture(ngf=8, ndf=8, use_dropout=False))
+    for net in (netG, netE):
+        net.train()
+        set_per_sample(net, True, update_stats=True)
+    comp = torch.rand(1, 3, 256, 256) * 2 - 1
+    mask = torch.zeros(1, 1, 256, 256)
+    mask[..., 64:192, 64:192] = 1
+    for per_image in (True, False):
+        harmonize(netG, netE, comp, mask, comp, per_image=per_image)
+        norms = [m for net in (netG, netE) for m in net.modules() if isinstance(m, SampleBatchNorm2d)]
+        assert netG.training and netE.training
+        assert all(m.per_sample and m.update_stats for m in norms)
