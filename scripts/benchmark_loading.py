@@ -44,7 +44,7 @@ for _path in (ROOT, ROOT / 'scripts'):
 
 import prepare_dataset  # noqa: E402
 from data import create_dataloader, create_dataset  # noqa: E402
-from data.iharmony4_dataset import SUBSETS  # noqa: E402
+from data.iharmony4_dataset import SUBSETS, open_image, read_list  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
 from util.cli import run_main, setup_logging  # noqa: E402
 
@@ -174,10 +174,10 @@ def _tiled(tile: np.ndarray, w: int, h: int, rng: np.random.Generator) -> np.nda
 
 def describe(root: Path) -> list[str]:
     """A Markdown table of the training split: composites, mean size and mean JPEG size per sub-dataset."""
-    samples, _ = prepare_dataset.read_list(root, 'train')
+    samples, _ = read_list(root, 'train')
     stats: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
     for s in samples:
-        with prepare_dataset.open_image(s.comp) as im:  # the header only
+        with open_image(s.comp) as im:  # the header only
             stats[s.subset].append((im.size[0], im.size[1], os.path.getsize(s.comp)))
     rows = ['| sub-dataset | composites | mean size (W×H) | mean composite file (MB) |', '|---|---:|---|---:|']
     for sub in SUBSETS:
@@ -232,7 +232,7 @@ def time_loader(root: Path, order: list[int], run: Run, crop_size: int) -> Timin
 def measure(copies: dict[str, Path], num_items: int, crop_size: int, workers: Sequence[int], batch_size: int,
             repeats: int) -> tuple[list[Run], dict[str, Timing], int]:
     """Time every configuration ``repeats`` times, alternating; the best run of each (by CPU rate)."""
-    n = len(prepare_dataset.read_list(copies['original'], 'train')[0])
+    n = len(read_list(copies['original'], 'train')[0])
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:num_items or n].tolist()
     if len(order) < 2 * batch_size:
         raise ValueError(f'{copies["original"]}: at least {2 * batch_size} training items are needed (two batches), '
