@@ -4,7 +4,7 @@
 # Runs on the CPU; every step is one of the project's own commands, printed before it runs.
 #
 # Knobs (environment): PYTHON, DEMO_DATA, DEMO_RESULTS, DEMO_PER_PHOTO, DEMO_ITERS, DEMO_NGF, DEMO_NUM_TEST,
-# GPU_IDS. The defaults are the README's demo; tests/test_demo.py runs it at toy size.
+# GPU_IDS. The defaults are docs/demo.md's demo; tests/test_demo.py runs it at toy size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}

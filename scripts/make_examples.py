@@ -83,7 +83,18 @@ def make_example(example: Example) -> tuple[np.ndarray, np.ndarray]:
 README = """# Example composites
 
 Composite + mask pairs to try `predict_harmony_score.py` and `scripts/harmonize.py` on, laid out as in the
-original repository: `composite/<name>.jpg` and `mask/<name>.png` (white = foreground).
+original repository: `composite/<name>.jpg` and `mask/<name>.png` (white = foreground). With the demo model,
+from the repository root:
+
+```bash
+python predict_harmony_score.py --image examples/composite --mask examples/mask \\
+  --weight checkpoints/demo/latest_net_E.pth
+python scripts/harmonize.py --image examples/composite --mask examples/mask --checkpoints_dir checkpoints \\
+  --name demo --out results/examples --score
+```
+
+The figure `docs/images/teaser.png` shows three of them with the second command's results; both tools are
+described in [docs/harmonization.md](../docs/harmonization.md).
 
 They are made by `python scripts/make_examples.py` from scikit-image's sample photographs (`skimage.data`): in
 each photograph the foreground object, outlined by hand with ellipses and polygons, had its white balance,
