@@ -22,6 +22,7 @@ when a configuration failed or the loss did not fall, 2 on bad input.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import math
 import os
@@ -201,6 +202,7 @@ def training_rows(scale: Scale, gpu: int) -> list[Row]:
             row.error = f'failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ""}'
             logger.debug('configuration failed', exc_info=True)
         finally:
+            gc.collect()  # the failed configuration's model and activations too
             if scale.device == 'cuda':
                 torch.cuda.empty_cache()
     return rows
