@@ -4,8 +4,8 @@ Prints a Markdown table of training samples per second, as train.py builds and s
 ``optimize_parameters`` on 256×256 batches already on the device, timed with ``torch.cuda.synchronize``):
 
 * ``released``: fp32, batch 1, the released setting;
-* ``recipe``: bf16 autocast, batch 16 and 64, channels-last, fused Adam and per-image normalization (where
-  this version of the model has those options), without and with ``torch.compile``;
+* ``recipe``: bf16 autocast, batch 16 and 64, channels-last, fused Adam and per-image normalization, without
+  and with ``torch.compile``;
 
 with the peak memory of each (``torch.cuda.max_memory_allocated``), then the training loader's samples per
 second with ``--workers`` workers from a ``scripts/prepare_dataset.py`` cache of a generated iHarmony4-shaped
@@ -50,7 +50,6 @@ from util.cli import run_main, setup_logging  # noqa: E402
 
 logger = logging.getLogger('gpu_check')
 
-RECIPE_OPTIONAL = ('fused_adam', 'per_image_norm')  # recipe flags used when this version of the model has them
 LOSS_WINDOW = 0.2  # the loss falls when the mean L1 of the last 20% of the iterations is below that of the first
 LOSS_FALL = 0.9  # ... times this
 TIMING_BUDGET_S = 300  # configurations not started by then are skipped, so that a GPU check ends within 8 minutes
@@ -120,13 +119,8 @@ def model_argv(scale: Scale, gpu: int, batch: int, recipe: bool, compile_: bool,
             '--checkpoints_dir', tempfile.gettempdir(), '--name', 'gpu_check', *extra]
     applied: list[str] = []
     if recipe:
-        argv += ['--amp', 'bf16', '--channels_last']
-        applied += ['channels_last']
-        opt = TrainOptions().parse(argv)
-        for name in RECIPE_OPTIONAL:
-            if hasattr(opt, name):
-                argv.append(f'--{name}')
-                applied.append(name)
+        argv += ['--amp', 'bf16', '--channels_last', '--fused_adam', '--per_image_norm']
+        applied += ['channels_last', 'fused_adam', 'per_image_norm']
     if compile_:
         argv.append('--compile')
         applied.append('compile')
