@@ -292,5 +292,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         ctx.close()
 
+
 if __name__ == '__main__':
     sys.exit(run_main(main))
