@@ -102,8 +102,8 @@ class BargainNetModel(BaseModel):
 
     Training minimizes L1(harm, real) + λ_tri·(λ_ff2·T(z_f, ẑ_f, z̃_f) + λ_f2b·T(ẑ_f, z_b, z̃_f)) with two
     Adam optimizers (G at lr·g_lr_ratio, E at lr·e_lr_ratio). With ``--per_image_norm`` every image is
-    normalized by its own statistics, as at the released batch size 1, so that a batch of B is B batch-1
-    steps averaged. Testing runs :func:`harmonize` (``--protocol`` chooses where the background code comes
+    normalized by its own statistics, as at the released batch size 1, so that the gradient of a batch of B is
+    the mean of the B batch-1 gradients. Testing runs :func:`harmonize` (``--protocol`` chooses where the background code comes
     from; without ``--eval`` each image uses its own statistics, the released protocol).
     """
 
@@ -121,8 +121,9 @@ class BargainNetModel(BaseModel):
             g.add_argument('--g_lr_ratio', type=float, default=1.0, help='generator lr = lr * g_lr_ratio')
             g.add_argument('--e_lr_ratio', type=float, default=1.0, help='extractor lr = lr * e_lr_ratio')
             g.add_argument('--per_image_norm', action='store_true',
-                           help='normalize every image by its own statistics (BatchNorm as at batch size 1): a '
-                                'batch of B is B batch-1 steps averaged; test it without --eval')
+                           help='normalize every image by its own statistics (BatchNorm as at batch size 1): the '
+                                'gradient of a batch of B is the mean of the B batch-1 gradients; test it without '
+                                '--eval')
             g.add_argument('--fused_adam', action='store_true', help='fused Adam kernels (faster on GPUs)')
             g.add_argument('--lr_warmup', type=int, default=0,
                            help='iterations over which the learning rate rises linearly from lr/N to lr (0: none)')

@@ -1,4 +1,4 @@
-"""Check an iHarmony4-layout dataset before training on it: one report, exit status 1 when anything is wrong.
+"""Check an iHarmony4-layout dataset before training on it: one report, exit status 2 when anything is wrong.
 
 Counts composites per sub-dataset and split, and finds: missing list files, malformed or duplicate lines,
 composites listed in both splits, missing composites, masks or real images (with the list line), unreadable
