@@ -103,8 +103,8 @@ class BargainNetModel(BaseModel):
     Training minimizes L1(harm, real) + λ_tri·(λ_ff2·T(z_f, ẑ_f, z̃_f) + λ_f2b·T(ẑ_f, z_b, z̃_f)) with two
     Adam optimizers (G at lr·g_lr_ratio, E at lr·e_lr_ratio). With ``--per_image_norm`` every image is
     normalized by its own statistics, as at the released batch size 1, so that the gradient of a batch of B is
-    the mean of the B batch-1 gradients. Testing runs :func:`harmonize` (``--protocol`` chooses where the background code comes
-    from; without ``--eval`` each image uses its own statistics, the released protocol).
+    the mean of the B batch-1 gradients. Testing runs :func:`harmonize` (``--protocol`` chooses where the
+    background code comes from; without ``--eval`` each image uses its own statistics, the released protocol).
     """
 
     @staticmethod
