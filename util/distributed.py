@@ -20,6 +20,8 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.distributed as torch_dist
 
+from models.factory import select_device
+
 logger = logging.getLogger(__name__)
 
 EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}  # the shell's 128 + signal number
@@ -88,7 +90,7 @@ def setup(opt: argparse.Namespace) -> DistContext:
             raise ValueError(f'--gpu_ids {_ids(ids)} lists {len(ids)} GPUs: train.py runs one process per GPU, so '
                              f'start it with `torchrun --nproc_per_node {len(ids)} train.py <the same options>` '
                              '(add --nnodes, --node_rank, --master_addr for several machines)')
-        return DistContext(device=torch.device('cuda', ids[0]) if ids else torch.device('cpu'))
+        return DistContext(device=select_device(ids))
     rank, world = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
     local_rank = int(os.environ['LOCAL_RANK'])
     local_world = int(os.environ.get('LOCAL_WORLD_SIZE', world))
@@ -107,10 +109,9 @@ def setup(opt: argparse.Namespace) -> DistContext:
             raise ValueError(f'local process {local_rank} would use cuda:{gpu} (from --gpu_ids {_ids(ids)}) but this '
                              f'machine has {torch.cuda.device_count()} GPU(s)')
         torch.cuda.set_device(gpu)
-        device, backend = torch.device('cuda', gpu), 'nccl'
         opt.gpu_ids = [gpu]
-    else:
-        device, backend = torch.device('cpu'), 'gloo'
+    device = select_device(opt.gpu_ids if ids else [])
+    backend = 'nccl' if device.type == 'cuda' else 'gloo'
     torch_dist.init_process_group(backend=backend)
     logger.info('DistributedDataParallel: %d processes (%s); rank %d uses %s; --batch_size %d per process, %d in all',
                 world, backend, rank, device, opt.batch_size, opt.batch_size * world)
