@@ -1,9 +1,11 @@
 """Shared fixtures: a tiny iHarmony4-layout dataset made from generated images, and tiny options."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -14,6 +16,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 SUBSETS = ('HCOCO', 'HAdobe5k', 'HFlickr', 'Hday2night')
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``scripts/<name>.py`` from its path, once (scripts are run as files, not a package)."""
+    key = f'scripts_{name}'
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, ROOT / 'scripts' / f'{name}.py')
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules[key]
 
 
 def write_tiny_iharmony4(root: Path, per_subset: int = 2, size: tuple[int, int] = (320, 272),

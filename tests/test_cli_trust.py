@@ -2,7 +2,6 @@
 file, one mask rule, the model folder's settings, PNG/JPEG outputs, readable scores and quiet defaults."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import logging
 import os
@@ -19,11 +18,10 @@ import predict_harmony_score
 from models import Architecture, Harmonizer, HarmonyScorer, create_networks
 from models.checkpoint import atomic_save, plain_state_dict
 from util.cli import run_main
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location('harmonize_script_trust', ROOT / 'scripts' / 'harmonize.py')
-harmonize_script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(harmonize_script)
+harmonize_script = load_script('harmonize')
 
 H, W = 200, 300
 

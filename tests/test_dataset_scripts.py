@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -14,19 +13,9 @@ import pytest
 from PIL import Image
 
 from data.iharmony4_dataset import SUBSETS, derive_paths, mask_array
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    """Import scripts/<name>.py from its path (scripts are run as files, not a package)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / 'scripts' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 make = load_script('make_synthetic_dataset')

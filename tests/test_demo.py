@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import importlib.util
 import json
 import math
 import os
@@ -26,6 +25,7 @@ import torch
 from PIL import Image
 
 import models
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / 'checkpoints' / 'demo'
@@ -168,9 +168,7 @@ def test_train_demo_model_script_at_toy_size(tiny_dataset, tmp_path):
 
 # ----------------------------------------------------------------------------- compare_results.py
 def test_paired_comparison_by_hand(tmp_path):
-    spec = importlib.util.spec_from_file_location('compare_results', ROOT / 'scripts' / 'compare_results.py')
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
+    compare = load_script('compare_results')
     base = {'a': 10.0, 'b': 20.0, 'c': float('nan'), 'd': 4.0}
     other = {'a': 8.0, 'b': 25.0, 'c': 1.0, 'd': 1.0, 'e': 3.0}  # c (NaN in base) and e (not in base) left out
     r = compare.paired(base, other, resamples=2000)

@@ -1,26 +1,14 @@
 """scripts/gpu_check.sh: its CPU mode end to end (the table, the loader row, the falling loss), and its loss test."""
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    """Import scripts/<name>.py from its path (scripts are run as files, not a package)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / 'scripts' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def table_rows(text: str) -> list[list[str]]:

@@ -1,9 +1,7 @@
 """Full-resolution harmonization: the API and scripts/harmonize.py (size, untouched pixels, the change carried back)."""
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,11 +14,10 @@ from models import Architecture, BargainNetModel, Harmonizer, create_networks
 from models.checkpoint import atomic_save, plain_state_dict
 from models.harmonizer import fit_colour_transform
 from util.cli import run_main
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location('harmonize_script', ROOT / 'scripts' / 'harmonize.py')
-harmonize_script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(harmonize_script)
+harmonize_script = load_script('harmonize')
 
 
 def write_tiny_model(folder: Path, ngf: int = 8, use_dropout: bool = True, seed: int = 0) -> None:
@@ -261,10 +258,7 @@ def test_script_single_file_options_and_weights_errors(ckpt, harmonizer, tmp_pat
 
 
 def test_examples_are_the_scripts_output_and_the_readme_commands_run_on_them(ckpt, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location('make_examples', ROOT / 'scripts' / 'make_examples.py')
-    make_examples = importlib.util.module_from_spec(spec)
-    sys.modules['make_examples'] = make_examples  # dataclasses look their module up there
-    spec.loader.exec_module(make_examples)
+    make_examples = load_script('make_examples')
     names = sorted(ex.name for ex in make_examples.EXAMPLES)
     assert sorted(os.path.splitext(f)[0] for f in os.listdir(ROOT / 'examples' / 'composite')) == names
     for ex in make_examples.EXAMPLES:

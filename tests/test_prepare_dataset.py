@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import filecmp
-import importlib.util
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import cv2
@@ -16,22 +14,12 @@ from PIL import Image, JpegImagePlugin
 from conftest import write_tiny_iharmony4
 from data.iharmony4_dataset import read_list
 from util.cli import run_main
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (700, 520)
 MAX_SIDE = 256
 CAPPED = (256, 190)  # 520 * 256 / 700 = 190.2
-
-
-def load_script(name: str):
-    """Import scripts/<name>.py from its path (scripts are run as files, not a package)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / 'scripts' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 prep = load_script('prepare_dataset')

@@ -9,7 +9,6 @@ order, which may flip a truncated level on a few pixels.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import test as test_script
 from conftest import write_tiny_iharmony4
 from models.checkpoint import atomic_save, plain_state_dict
 from models.factory import Architecture, create_networks
+from conftest import load_script
 
 METRICS = ('mse', 'fmse', 'psnr')
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,9 +147,7 @@ def test_the_truncated_real_image_matters(tiny_dataset, tmp_path):
 
 def test_the_benchmarks_released_loop_is_the_reference(tiny_dataset, weights, tmp_path):
     """scripts/benchmark_test.py times its own copy of the released loop: it computes the reference's images."""
-    spec = importlib.util.spec_from_file_location('benchmark_test', ROOT / 'scripts' / 'benchmark_test.py')
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script('benchmark_test')
     _, netG, netE = weights
     assert bench.released_loop(tiny_dataset, netG, netE, torch.device('cpu'), 3, tmp_path) > 0
     for ref in rp.released_evaluate(tiny_dataset, netG, netE, per_image=True, max_images=3):

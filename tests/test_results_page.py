@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from models.checkpoint import atomic_save, plain_state_dict
 from models.factory import Architecture, create_networks
 from util import metrics
 from util.html import HTML, galleries
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -223,9 +223,7 @@ def test_page_renders_in_a_headless_browser(results, tmp_path):
 
 
 def test_compare_results_names_each_runs_protocol(results, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location('compare_results', ROOT / 'scripts' / 'compare_results.py')
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
+    compare = load_script('compare_results')
     runs = [f'composites={results / "composite_test"}', f'model={results / "latest_test"}']
     assert compare.main(runs) == 0
     out, err = capsys.readouterr()
