@@ -267,9 +267,10 @@ def train(opt: argparse.Namespace, ctx: DistContext, resume: Optional[tuple[str,
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse the options, check what a resume needs, set up processes and seeds, and train."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    setup_logging('--verbose' in argv)  # before parsing, which may log the device choice
     options = TrainOptions()
     opt = options.parse(argv)
-    setup_logging(opt.verbose)
     if opt.tensorboard:
         require_tensorboard()
     ctx = distributed.setup(opt)
