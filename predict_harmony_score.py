@@ -59,9 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pairs = find_pairs(args.image, args.mask, args.input_dir)
     weight = args.weight if flag_given(argv, '--weight') else default_weight()
     device = select_device(resolve_gpu_ids([args.gpu], requested=flag_given(argv, '--gpu', '--gpu_ids')))
-    scorer = HarmonyScorer.from_weights(weight, device, args.ndf, args.style_dim)
-    logger.info('extractor %s (ndf %d, style_dim %d) on %s', weight, scorer.extractor.conv1f.out_channels,
-                scorer.extractor.convs.out_channels, device)
+    scorer = HarmonyScorer.from_weights(weight, device, args.ndf, args.style_dim)  # logs what it loaded
 
     rows = []
     writer = None

@@ -167,14 +167,21 @@ def load_bargainnet(folder: str, epoch: str = 'latest', device: Device = 'cpu',
 
 def load_extractor(path: str, device: Device = 'cpu', ndf: Optional[int] = None,
                    style_dim: Optional[int] = None) -> nn.Module:
-    """The extractor E of a ``*_net_E.pth`` file, strictly loaded, in eval mode; widths read from the file."""
+    """The extractor E of a ``*_net_E.pth`` file, strictly loaded, in eval mode.
+
+    Widths are read from the file (``ndf``, ``style_dim`` override them); the normalization from the
+    ``train_opt.txt`` beside it, if any (batch normalization otherwise, as released).
+    """
     state = read_weights(path)
     if network_kind(state) == 'G':
         raise ValueError(f'{path}: holds a generator (G, *_net_G.pth), but a domain code extractor (E, '
                          '*_net_E.pth) is expected here')
     found = widths(state)
-    netE = StyleEncoder(style_dim or found.get('style_dim', 16), ndf or found.get('ndf', 64), 'batch')
+    norm = trained_settings(os.path.dirname(os.path.abspath(path))).get('norm', 'batch')
+    netE = StyleEncoder(style_dim or found.get('style_dim', 16), ndf or found.get('ndf', 64), norm)
     load_weights(netE, path, 'E', state)
+    logger.info('loaded %s (ndf %d, style_dim %d, norm %s)', path, netE.conv1f.out_channels,
+                netE.convs.out_channels, norm)
     return netE.to(torch.device(device)).eval()
 
 

@@ -134,3 +134,13 @@ def test_device_rule(monkeypatch, caplog):
     assert resolve_gpu_ids([0]) == [0] and select_device([0]) == torch.device('cuda', 0)
     with pytest.raises(ValueError, match='this machine has 1 GPU'):
         resolve_gpu_ids([3])
+
+
+def test_extractor_takes_its_normalization_from_the_folder(tmp_path):
+    _, netE = create_networks(Architecture(ngf=8, ndf=8, norm='instance'))
+    torch.save(netE.state_dict(), tmp_path / 'latest_net_E.pth')
+    with pytest.raises(ValueError, match='missing keys: norm2f'):  # built with batch normalization
+        load_extractor(str(tmp_path / 'latest_net_E.pth'))
+    (tmp_path / 'train_opt.txt').write_text('                     norm: instance                      \n')
+    loaded = load_extractor(str(tmp_path / 'latest_net_E.pth'))
+    assert all(torch.equal(v, netE.state_dict()[k]) for k, v in loaded.state_dict().items())

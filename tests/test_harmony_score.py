@@ -183,7 +183,7 @@ def test_missing_weights_is_one_line_exit_2(tmp_path, capsys):
 def test_architecture_read_from_weights_and_said_or_checked(weight, tmp_path, capsys):
     image, mask = write_pair(tmp_path, 'a', 1)
     code, _, err = run(['--image', image, '--mask', mask, '--weight', weight, '--gpu', '-1'], capsys)
-    assert code == 0 and f'INFO: extractor {weight} (ndf 8, style_dim 16) on cpu' in err
+    assert code == 0 and f'INFO: loaded {weight} (ndf 8, style_dim 16, norm batch)' in err
     code, _, err = run(['--image', image, '--mask', mask, '--weight', weight, '--gpu', '-1', '--ndf', '64'], capsys)
     errors = [line for line in err.splitlines() if line.startswith('error:')]
     assert code == 2 and errors == [f'error: {weight}: the file has ndf 8, but the network was built with ndf 64 '
