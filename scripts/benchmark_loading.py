@@ -21,8 +21,10 @@ Prints Markdown tables.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import platform
 import resource
 import sys
 import tempfile
@@ -46,7 +48,7 @@ import prepare_dataset  # noqa: E402
 from data import create_dataloader, create_dataset  # noqa: E402
 from data.iharmony4_dataset import SUBSETS, open_image, read_list  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
-from util.cli import run_main, setup_logging  # noqa: E402
+from util.cli import HelpFormatter, run_main, setup_logging  # noqa: E402
 
 # training composites of iHarmony4, typical (W, H) and composites per real image of each sub-dataset
 IHARMONY4_TRAIN = {'HCOCO': 38545, 'HAdobe5k': 19437, 'HFlickr': 7449, 'Hday2night': 311}
@@ -73,7 +75,7 @@ class Run:
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument('--dataset_root', default='', help='an iHarmony4-layout dataset (default: a generated one)')
     p.add_argument('--cache_root', default='',
                    help='its prepare_dataset.py copy (default: written into a temporary folder, only for the '
@@ -269,13 +271,20 @@ def format_tables(runs: list[Run], best: dict[str, Timing]) -> list[str]:
     return rows
 
 
+def cpu_description() -> str:
+    """The CPU's model name and its logical cores."""
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open('/proc/cpuinfo') as f:
+        name = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), name)
+    return f'CPU {name}, {os.cpu_count()} logical cores'
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     setup_logging(False)
     logging.getLogger().setLevel(logging.WARNING)
     torch.set_num_threads(1)  # 0 workers: the main process is one core, like a loader worker
     workers = [int(w) for w in args.workers.split(',') if w.strip()]
-    from benchmark import machine_description  # scripts/benchmark.py
 
     with tempfile.TemporaryDirectory() as tmp:
         notes = []
@@ -300,7 +309,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         notes.append(f'1-minute load average {load:.1f} before, {os.getloadavg()[0]:.1f} after')
     import PIL
     from PIL import features
-    print(f'{time.strftime("%Y-%m-%d")}; {machine_description(["cpu"])}; Pillow {PIL.__version__} '
+    print(f'{time.strftime("%Y-%m-%d")}; {cpu_description()}; torch {torch.__version__}; Pillow {PIL.__version__} '
           f'(libjpeg-turbo {features.version("libjpeg_turbo")})')
     print(f'{n} training items of {args.dataset_root or "a generated iHarmony4-shaped dataset"}, crop '
           f'{args.crop_size}, best of {args.repeats} alternating runs; {"; ".join(notes)}\n')

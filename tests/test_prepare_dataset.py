@@ -177,3 +177,13 @@ def test_size_mismatch_is_one_line_naming_the_file(tmp_path, capsys):
                                  '--max_side', str(MAX_SIDE)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(mask) in err[0] and '300x200' in err[0]
+
+
+def test_loader_benchmark_runs_and_reports_the_cache(capsys):
+    bench = load_script('benchmark_loading')
+    assert bench.main(['--total', '8', '--scale', '0.15', '--repeats', '1', '--max_sides', '256', '--batch_size', '2',
+                       '--workers', '0']) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith('| original') or line.startswith('| cache 256')]
+    assert rows and any(line.startswith('| cache 256') for line in rows)
+    assert 'logical cores' in out.splitlines()[0]
