@@ -271,12 +271,12 @@ def format_tables(runs: list[Run], best: dict[str, Timing]) -> list[str]:
     return rows
 
 
-def cpu_description() -> str:
-    """The CPU's model name and its logical cores."""
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows of it."""
     name = platform.processor() or platform.machine()
     with contextlib.suppress(OSError), open('/proc/cpuinfo') as f:
         name = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), name)
-    return f'CPU {name}, {os.cpu_count()} logical cores'
+    return name
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -309,7 +309,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         notes.append(f'1-minute load average {load:.1f} before, {os.getloadavg()[0]:.1f} after')
     import PIL
     from PIL import features
-    print(f'{time.strftime("%Y-%m-%d")}; {cpu_description()}; torch {torch.__version__}; Pillow {PIL.__version__} '
+    print(f'{time.strftime("%Y-%m-%d")}; CPU {cpu_name()}, {os.cpu_count()} logical cores; torch {torch.__version__}; '
+          f'Pillow {PIL.__version__} '
           f'(libjpeg-turbo {features.version("libjpeg_turbo")})')
     print(f'{n} training items of {args.dataset_root or "a generated iHarmony4-shaped dataset"}, crop '
           f'{args.crop_size}, best of {args.repeats} alternating runs; {"; ".join(notes)}\n')

@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -42,10 +41,12 @@ from PIL import Image
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / 'scripts'):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import test as test_script  # noqa: E402
+from benchmark_loading import cpu_name  # noqa: E402
 from data.lists import read_list  # noqa: E402
 from models.checkpoint import atomic_save, plain_state_dict  # noqa: E402
 from models.factory import Architecture, create_networks, resolve_gpu_ids, select_device  # noqa: E402
@@ -139,17 +140,6 @@ def same_images(first: Path, second: Path) -> tuple[int, int]:
     same = sum((first / f.name).is_file() and np.array_equal(np.asarray(Image.open(first / f.name)),
                                                              np.asarray(Image.open(f))) for f in files)
     return same, len(files)
-
-
-def cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
