@@ -35,7 +35,7 @@ from options.test_options import TestOptions
 from util import metrics
 from util.cli import run_main, setup_logging
 from util.html import write_results_page
-from util.image import crop_padding, input_to_uint8, output_to_uint8, save_png
+from util.image import crop_padding, input_to_uint8, output_to_uint8, save_png, to_unit_range
 
 logger = logging.getLogger('test')
 
@@ -79,8 +79,10 @@ def score_batch(batch: dict[str, Any], harm: Optional[torch.Tensor], protocol: s
                 image_dir: str) -> list[dict[str, Any]]:
     """Metrics of one batch (the harmonized images, or the composites when ``harm`` is None) and of its input
     composites; the scored images saved as ``<stem>.png``."""
-    ground_truth = output_to_uint8 if protocol == 'released' else input_to_uint8  # truncated, or the loaded pixels
-    comp, real = ground_truth(batch['comp']), ground_truth(batch['real'])
+    if protocol == 'released':  # truncated like the released tensor2im of the normalized inputs
+        comp, real = (output_to_uint8(to_unit_range(batch[key])) for key in ('comp', 'real'))
+    else:  # the loaded pixels
+        comp, real = input_to_uint8(batch['comp']), input_to_uint8(batch['real'])
     out = comp if harm is None else output_to_uint8(harm)
     mask = batch['mask_metric'][:, 0].numpy() > 0.5
     if 'pad' in batch:  # --preprocess none (batch size 1): score the original pixels only

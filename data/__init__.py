@@ -2,7 +2,7 @@
 
 ``DATASETS`` is the registry that ``--dataset_mode`` chooses from (argparse ``choices``). To add a dataset,
 write a ``torch.utils.data.Dataset`` in ``<name>_dataset.py`` whose constructor takes ``(opt, phase)``,
-whose items are dicts with at least ``comp``, ``real`` (3×H×W in [-1, 1]), ``mask`` (1×H×W in {0, 1}),
+whose items are dicts with at least ``comp``, ``real`` (uint8 3×H×W), ``mask`` (uint8 1×H×W in {0, 1}),
 ``comp_path`` and ``index``, with an optional ``modify_commandline_options(parser, is_train)``, and
 register it here. ``lists.py`` reads the list files; ``sampler.py`` holds train.py's resumable, seeded
 sample order.

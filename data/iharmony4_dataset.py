@@ -26,8 +26,10 @@ The list files and the paths they name are read by :mod:`data.lists`. Files are 
   ``none`` (``--batch_size 1``): the original size, reflect-padded (composite, real and both masks alike) to
   a multiple of 256; ``pad`` = [left, top, right, bottom] and ``orig_size`` = [H, W] let the caller crop back.
 
-Images are scaled to [-1, 1] as x / 127.5 - 1, bit-identical in float32 to the released ToTensor + Normalize(0.5,
-0.5). Truncated JPEG and PNG files are refused before OpenCV would decode them partially.
+Items hold uint8 images and {0, 1} uint8 masks: a quarter of float32's bytes to pass from loader workers to the
+training process and to the GPU. The model scales them to [-1, 1] on its device (``util.image.to_unit_range``:
+x / 127.5 - 1, bit-identical in float32 to the released ToTensor + Normalize(0.5, 0.5)). Truncated JPEG and PNG
+files are refused before OpenCV would decode them partially.
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ from .lists import LIST_FILES, SUBSETS, ListProblem, Sample, derive_paths, read_
 
 __all__ = ['IHarmony4Dataset', 'LIST_FILES', 'SUBSETS', 'ListProblem', 'Sample', 'decode', 'derive_paths',
            'mask_array', 'metric_mask', 'open_image', 'read_bgr', 'read_list', 'real_candidates', 'resize_linear',
-           'rgb_array', 'to_unit_range']
+           'rgb_array']
 
 logger = logging.getLogger(__name__)
 
@@ -190,18 +192,13 @@ def resize_linear(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
-def to_unit_range(img: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] → float32 [-1, 1] as x / 127.5 - 1, bit-identical to ToTensor + Normalize(0.5, 0.5)."""
-    return img.float() / 127.5 - 1.0
-
-
 # ----------------------------------------------------------------------------------------------- dataset
 class IHarmony4Dataset(Dataset):
     """Composites, real images and masks listed in ``IHD_train.txt`` or ``IHD_test.txt``.
 
-    Items are dicts: ``comp``, ``real`` (float32 3×H×W in [-1, 1]), ``mask`` (float32 1×H×W in {0, 1}),
-    ``comp_path`` (str), ``subset`` (e.g. 'HCOCO'), ``index`` (int); with ``--preprocess resize`` or ``none``
-    also ``mask_metric`` (float32 1×H×W in {0, 1}, the fMSE mask); with ``none`` also ``pad`` (LongTensor
+    Items are dicts: ``comp``, ``real`` (uint8 3×H×W, RGB), ``mask`` (uint8 1×H×W in {0, 1}), ``comp_path``
+    (str), ``subset`` (e.g. 'HCOCO'), ``index`` (int); with ``--preprocess resize`` or ``none`` also
+    ``mask_metric`` (uint8 1×H×W in {0, 1}, the fMSE mask); with ``none`` also ``pad`` (LongTensor
     [left, top, right, bottom]) and ``orig_size`` (LongTensor [H, W]).
 
     The list is read and every listed file's existence checked at construction (a missing file raises
@@ -301,8 +298,7 @@ class IHarmony4Dataset(Dataset):
         if self.preprocess == 'resize_and_crop':
             mask = torch.from_numpy(np.ascontiguousarray(mask_np[None])).to(torch.uint8)
             # channels-last views, no copy: the antialiased resize of uint8 images is fastest in that layout
-            comp, real, mask = self._random_crop(_hwc_view(comp_np), _hwc_view(real_np), mask)
-            item['mask'] = mask.float()
+            comp, real, item['mask'] = self._random_crop(_hwc_view(comp_np), _hwc_view(real_np), mask)
         else:
             size = self.opt.load_size if self.preprocess == 'resize' else None
             metric = metric_mask(s.mask, size)
@@ -318,10 +314,9 @@ class IHarmony4Dataset(Dataset):
                                                                         SIZE_DIVISOR)
                 item['pad'] = torch.tensor(pad, dtype=torch.long)
             comp, real = _chw(comp_np), _chw(real_np)
-            item['mask'] = torch.from_numpy(mask_np[None].astype(np.float32))
-            item['mask_metric'] = torch.from_numpy(metric[None].astype(np.float32))
-        item['comp'] = to_unit_range(comp)
-        item['real'] = to_unit_range(real)
+            item['mask'] = torch.from_numpy(mask_np[None].astype(np.uint8))
+            item['mask_metric'] = torch.from_numpy(metric[None].astype(np.uint8))
+        item['comp'], item['real'] = comp, real
         return item
 
     def _random_crop(self, comp: torch.Tensor, real: torch.Tensor,

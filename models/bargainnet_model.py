@@ -10,6 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from util.image import to_unit_range
+
 from . import networks
 from .base_model import BaseModel
 from .factory import Architecture, create_networks
@@ -186,18 +188,25 @@ class BargainNetModel(BaseModel):
 
     # ----------------------------------------------------------------- data
     def set_input(self, batch: dict[str, Any]) -> None:
-        """Take ``comp``, ``real``, ``mask`` (and ``comp_path``, ``index``) from a batch of the loader."""
-        non_blocking = self.device.type == 'cuda'
-        mf = self.memory_format
-        self.comp = batch['comp'].to(self.device, non_blocking=non_blocking, memory_format=mf)
-        self.mask = batch['mask'].to(self.device, non_blocking=non_blocking, memory_format=mf)
-        self.real = batch['real'].to(self.device, non_blocking=non_blocking, memory_format=mf) \
-            if 'real' in batch else None
+        """Take ``comp``, ``real``, ``mask`` (and ``comp_path``, ``index``) from a batch of the loader.
+
+        The loader's uint8 images and masks move to the device as they are and become floats there (images
+        scaled to [-1, 1] by ``to_unit_range``); floating-point tensors are taken as already in [-1, 1] and {0, 1}.
+        """
+        self.comp = self._on_device(batch['comp'], image=True)
+        self.mask = self._on_device(batch['mask'], image=False)
+        self.real = self._on_device(batch['real'], image=True) if 'real' in batch else None
         self.image_paths = list(batch.get('comp_path', []))
         index = batch.get('index')
         if index is None:
             index = torch.arange(self.comp.shape[0])
         self.sample_seeds = [(int(self.opt.seed) << 32) + int(i) for i in index]
+
+    def _on_device(self, x: torch.Tensor, image: bool) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=self.device.type == 'cuda')
+        if not x.is_floating_point():
+            x = to_unit_range(x) if image else x.float()
+        return x.contiguous(memory_format=self.memory_format)
 
     # ----------------------------------------------------------------- training
     def forward(self) -> None:

@@ -27,7 +27,8 @@ def make_opt(root: Path, **kw) -> argparse.Namespace:
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    assert x.dtype == torch.uint8
+    return x.numpy()
 
 
 def write_one(root: Path, real: np.ndarray, comp: np.ndarray, mask: np.ndarray, subset: str = 'HCOCO',
@@ -87,19 +88,24 @@ def test_train_and_test_items_follow_the_contract(tiny_dataset):
         assert item['comp'].shape == item['real'].shape == (3, 256, 256)
         assert item['mask'].shape == (1, 256, 256)
         for k in ('comp', 'real', 'mask'):
-            assert item[k].dtype == torch.float32
-        assert item['comp'].min() >= -1 and item['comp'].max() <= 1
-        assert set(item['mask'].unique().tolist()) <= {0.0, 1.0}
+            assert item[k].dtype == torch.uint8  # a quarter of float32's bytes between processes
+        assert set(item['mask'].unique().tolist()) <= {0, 1}
         assert Path(item['comp_path']).is_file()
         listed = (tiny_dataset / f'IHD_{phase}.txt').read_text().split()[5]
         assert item['comp_path'] == str(tiny_dataset / listed)
         assert item['subset'] == listed.split('/')[0]
     item = test[0]
-    assert item['mask_metric'].shape == (1, 256, 256) and item['mask_metric'].dtype == torch.float32
-    # the resized uint8 image comes back exactly from the float tensor
-    x = item['comp']
-    u = ((x + 1) * 127.5).round()
-    assert torch.equal(u / 127.5 - 1, x)
+    assert item['mask_metric'].shape == (1, 256, 256) and item['mask_metric'].dtype == torch.uint8
+    assert set(item['mask_metric'].unique().tolist()) <= {0, 1}
+
+
+def test_uint8_images_convert_one_way():
+    from util.image import input_to_uint8, to_unit_range
+    u = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16).expand(1, 3, 16, 16)
+    assert np.array_equal(input_to_uint8(u), input_to_uint8(to_unit_range(u)))  # the loaded pixels, either way
+    assert np.array_equal(input_to_uint8(u)[0, ..., 1], u[0, 1].numpy())
+    with pytest.raises(TypeError, match='uint8'):
+        to_unit_range(to_unit_range(u))  # scaling twice is refused
 
 
 def test_options_and_registry_build_the_dataset(tiny_dataset):

@@ -15,8 +15,9 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 import released_protocol as rp
-from data.iharmony4_dataset import IHarmony4Dataset, to_unit_range
+from data.iharmony4_dataset import IHarmony4Dataset
 from models import networks
+from util.image import to_unit_range
 
 
 def make_opt(root: Path, **kw) -> argparse.Namespace:
@@ -35,9 +36,10 @@ def assert_items_are_released_inputs(root: Path, load_size: int = 256) -> int:
     for i, (subset, comp, mask, real) in enumerate(files):
         item, ref = ds[i], rp.released_inputs(comp, mask, real, load_size)
         assert item['comp_path'] == comp and item['subset'] == subset
-        for key in ('comp', 'real', 'mask'):
-            assert item[key].dtype == torch.float32 and torch.equal(item[key], ref[key][0]), (key, comp)
-        assert np.array_equal(item['mask_metric'][0].numpy(), ref['mask_metric'].astype(np.float32)), comp
+        for key in ('comp', 'real'):  # the model's scaling of the item: the released tensor
+            assert item[key].dtype == torch.uint8 and torch.equal(to_unit_range(item[key]), ref[key][0]), (key, comp)
+        assert torch.equal(item['mask'].float(), ref['mask'][0]), comp
+        assert np.array_equal(item['mask_metric'][0].numpy(), ref['mask_metric']), comp
     return len(files)
 
 
@@ -76,7 +78,7 @@ def test_items_are_the_released_inputs_at_256_and_pass_unchanged(tmp_path):
     assert assert_items_are_released_inputs(root) == 3
     item = IHarmony4Dataset(make_opt(root), 'test')[0]
     real = cv2.cvtColor(cv2.imread(str(root / 'HCOCO' / 'real_images' / 'c0.jpg')), cv2.COLOR_BGR2RGB)
-    assert np.array_equal(((item['real'] + 1) * 127.5).round().to(torch.uint8).numpy().transpose(1, 2, 0), real)
+    assert np.array_equal(item['real'].numpy().transpose(1, 2, 0), real)
 
 
 def test_items_are_the_released_inputs_at_random_sizes(tmp_path):
@@ -118,7 +120,7 @@ def test_the_float_bilinear_would_differ(tiny_dataset):
     real = cv2.cvtColor(cv2.imread(rp.listed_files(tiny_dataset)[0][3]), cv2.COLOR_BGR2RGB)
     exact = TF.resize(torch.from_numpy(real.transpose(2, 0, 1).copy()).float(), [256, 256],
                       interpolation=InterpolationMode.BILINEAR, antialias=False).round()
-    ours = ((item['real'] + 1) * 127.5).round()
+    ours = item['real'].float()
     diff = (ours - exact).abs()
     assert diff.max() == 1 and (diff > 0).float().mean() > 0.01
 

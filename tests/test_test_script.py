@@ -20,6 +20,7 @@ from models.checkpoint import atomic_save, plain_state_dict
 from models.factory import Architecture, create_networks
 from options.test_options import TestOptions
 from util.cli import run_main
+from util.image import to_unit_range
 
 SUBSET_COUNTS = {'HCOCO': 2, 'HAdobe5k': 2, 'HFlickr': 2, 'Hday2night': 2}
 
@@ -59,13 +60,21 @@ def table_rows(stdout: str) -> dict[str, list[str]]:
 
 
 def truncated(t: torch.Tensor) -> np.ndarray:
-    """The released tensor2im of a 3×H×W tensor, in numpy as the released code wrote it."""
+    """The released tensor2im of a 3×H×W tensor (a uint8 item scaled as the model scales it), in numpy as the
+    released code wrote it."""
+    t = to_unit_range(t) if t.dtype == torch.uint8 else t
     return ((t.numpy().transpose(1, 2, 0) + 1) / 2.0 * 255.0).astype(np.uint8)
 
 
 def loaded(t: torch.Tensor) -> np.ndarray:
-    """The loaded pixels of a 3×H×W tensor u / 127.5 - 1."""
-    return np.rint((t.numpy().transpose(1, 2, 0) + 1) * 127.5).astype(np.uint8)
+    """The loaded pixels of a uint8 3×H×W item."""
+    assert t.dtype == torch.uint8
+    return t.numpy().transpose(1, 2, 0)
+
+
+def net_inputs(item: dict, *keys: str) -> list[torch.Tensor]:
+    """Batches of one of an item's images and mask, as the model takes them (floats in [-1, 1] and {0, 1})."""
+    return [item[k][None].float() if k == 'mask' else to_unit_range(item[k][None]) for k in keys]
 
 
 def test_outputs_and_metrics_by_hand(tiny_dataset, checkpoints, tmp_path, capsys):
@@ -138,11 +147,11 @@ def test_deploy_protocol_reads_the_code_from_the_composite(tiny_dataset, checkpo
     dataset = create_dataset(TestOptions().parse(argv(tiny_dataset, checkpoints, tmp_path)), 'test')
     for i, r in enumerate(rows):
         item = dataset[i]
-        comp, mask = item['comp'][None], item['mask'][None]
+        comp, mask, real = net_inputs(item, 'comp', 'mask', 'real')
         harm, _ = harmonize(netG, netE, comp, mask, comp, per_image=True, seeds=[i])  # --seed 0: seed = index
         saved = np.asarray(Image.open(out_dir / 'images' / f'{r["image"]}.png'))
         assert np.array_equal(saved, truncated(harm[0]))
-        with_real, _ = harmonize(netG, netE, comp, mask, item['real'][None], per_image=True, seeds=[i])
+        with_real, _ = harmonize(netG, netE, comp, mask, real, per_image=True, seeds=[i])
         assert not np.array_equal(saved, truncated(with_real[0]))  # the code's source changes the output
         # the ground truth is the loaded real image; the dynamic peak is the output's range
         err = (saved.astype(np.float64) - loaded(item['real'])) ** 2
@@ -234,7 +243,7 @@ def test_invert_mask_feeds_the_inverted_mask(tiny_dataset, checkpoints, tmp_path
     dataset = create_dataset(TestOptions().parse(argv(tiny_dataset, checkpoints, tmp_path)), 'test')
     for i in range(2):
         item = dataset[i]
-        comp, real, mask = item['comp'][None], item['real'][None], item['mask'][None]
+        comp, real, mask = net_inputs(item, 'comp', 'real', 'mask')
         harm, _ = harmonize(netG, netE, comp, 1 - mask, real, per_image=True, seeds=[i])
         saved = np.asarray(Image.open(out_dir / 'images' / f'{Path(item["comp_path"]).stem}.png'))
         assert np.array_equal(saved, truncated(harm[0]))

@@ -24,12 +24,23 @@ def output_to_uint8(images: torch.Tensor) -> np.ndarray:
     return _channels_last(x.to(torch.uint8))
 
 
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] → float32 [-1, 1] as x / 127.5 - 1, bit-identical to the released ToTensor + Normalize(0.5,
+    0.5) on any device (one correctly rounded division of exact values)."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f'expected uint8 images, got {images.dtype}')
+    return images.float() / 127.5 - 1.0
+
+
 def input_to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Recover the uint8 images (B,H,W,3 or H,W,3) that the dataset normalized with ``u / 127.5 - 1``.
+    """The loaded uint8 images (B,H,W,3 or H,W,3) of the dataset's uint8 tensors, or of tensors in [-1, 1]
+    normalized with ``u / 127.5 - 1``.
 
     Rounding undoes the normalization exactly: these are the loaded pixels (the ground truth of the deploy
     protocol, and what the results page shows).
     """
+    if images.dtype == torch.uint8:
+        return _channels_last(images.detach().cpu())
     x = images.detach().to('cpu', torch.float32)
     x = ((x + 1.0) * 127.5).round().clamp(0, 255)
     return _channels_last(x.to(torch.uint8))
