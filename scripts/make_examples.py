@@ -93,8 +93,8 @@ python scripts/harmonize.py --image examples/composite --mask examples/mask --ch
   --name demo --out results/examples --score
 ```
 
-The figure `docs/images/teaser.png` shows three of them with the second command's results; both tools are
-described in [docs/harmonization.md](../docs/harmonization.md).
+The figure `docs/images/teaser.png` (`python scripts/make_teaser.py`) shows three of them with the second
+command's results; both tools are described in [docs/harmonization.md](../docs/harmonization.md).
 
 They are made by `python scripts/make_examples.py` from scikit-image's sample photographs (`skimage.data`): in
 each photograph the foreground object, outlined by hand with ellipses and polygons, had its white balance,

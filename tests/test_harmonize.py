@@ -274,3 +274,20 @@ def test_examples_are_the_scripts_output_and_the_readme_commands_run_on_them(ckp
     assert code == 0 and len(out.splitlines()) == len(names)
     for name in names:
         assert load(tmp_path / f'{name}.png').shape == load(ROOT / 'examples' / 'composite' / f'{name}.jpg').shape
+
+
+def test_teaser_shows_the_examples_and_the_harmonizers_results(ckpt, tmp_path, monkeypatch):
+    """scripts/make_teaser.py: composite, mask and harmonized result of each example, a row each, the result being
+    what the harmonizer gives for that example."""
+    make_teaser = load_script('make_teaser')
+    shown, original = [], Harmonizer.harmonize
+    monkeypatch.setattr(Harmonizer, 'harmonize',
+                        lambda self, comp, mask: shown.append(comp) or original(self, comp, mask))
+    out = tmp_path / 'teaser.png'
+    assert make_teaser.main(['--out', str(out), '--checkpoints_dir', str(ckpt), '--name', 'tiny']) == 0
+    assert [Path(p).stem for p in shown] == list(make_teaser.NAMES)
+    img = load(out)
+    assert img.shape[1] > 600 and img.shape[0] > 3 * 150  # three rows of three panels
+    dark = img.mean(-1) < 40  # the masks' black panels lie in the middle column only
+    thirds = np.array_split(dark.mean(0), 3)
+    assert thirds[1].mean() > 2 * max(thirds[0].mean(), thirds[2].mean())
