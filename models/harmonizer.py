@@ -3,9 +3,8 @@
 The released code harmonizes 256×256 images only. :class:`Harmonizer` runs BargainNet at 256×256 through the one
 test forward (:func:`models.bargainnet_model.harmonize`, the background code read from the composite itself) and
 carries the colour change it makes back to the original pixels with colour transforms fitted on a grid of cells
-(see :meth:`Harmonizer.harmonize`). On 18 held-out composites of the demo data at their own size, the demo model
-harmonized this way brought the foreground MSE to 0.91× that of the composites; adding the network's per-pixel
-difference, upsampled, reached 0.96×.
+(see :meth:`Harmonizer.harmonize`), rather than adding the network's per-pixel difference, upsampled, which would
+carry G's reconstruction error and its blur to every pixel of the region.
 """
 from __future__ import annotations
 
