@@ -15,8 +15,9 @@ ITERS=${DEMO_ITERS:-600}
 NGF=${DEMO_NGF:-8}
 NUM_TEST=${DEMO_NUM_TEST:-inf}
 GPU_IDS=${GPU_IDS:--1}
-# test.py and harmonize.py take each model's settings (no dropout, running BatchNorm statistics for a model
-# trained at batch 4) from its folder's train_opt.txt
+# test.py and harmonize.py take each model's settings from its folder's train_opt.txt: no dropout; running BatchNorm
+# statistics for the few-minute model (batch 4, plain BatchNorm: in a run this short, 4 times the steps of batch 16
+# train further), each image's own statistics for the demo model (--per_image_norm)
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$1"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
