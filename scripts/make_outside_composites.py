@@ -38,9 +38,11 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / 'scripts'):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
+from synthetic_photos import PHOTO_EXTENSIONS, read_photos  # noqa: E402
 from util.cli import HelpFormatter, run_main, setup_logging  # noqa: E402
 
 RECIPES = ('channel_mix', 'mkl', 'curves', 'hsv', 'cdl')
@@ -64,13 +66,10 @@ def bundled_photos() -> dict[str, np.ndarray]:
 
 
 def folder_photos(folder: Path) -> dict[str, np.ndarray]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in ('.jpg', '.jpeg', '.png', '.bmp', '.tif'))
-    if not files:
-        raise FileNotFoundError(f'{folder}: no .jpg, .png, .bmp or .tif photos')
-    photos = {}
-    for path in files:
-        with Image.open(path) as img:
-            photos[path.stem] = np.asarray(img.convert('RGB'))
+    """The photos of ``folder``, read as the dataset builder reads ``--photos`` (EXIF upright, RGB)."""
+    photos = {p.name: p.pixels for p in read_photos(folder)}
+    if not photos:
+        raise FileNotFoundError(f'{folder}: no {", ".join(PHOTO_EXTENSIONS)} photos')
     return photos
 
 
@@ -91,11 +90,11 @@ def region_mask(view: np.ndarray, rng: np.random.Generator, fg_min: float = 0.05
     from skimage.segmentation import slic
 
     labels = slic(view, n_segments=int(rng.integers(40, 120)), compactness=10, start_label=0)
-    n = labels.max() + 1
-    area = np.bincount(labels.ravel(), minlength=n) / labels.size
+    flat, n = labels.ravel(), labels.max() + 1
+    count = np.bincount(flat, minlength=n)
+    area = count / labels.size
     yy, xx = np.mgrid[0:labels.shape[0], 0:labels.shape[1]]
-    cy = np.bincount(labels.ravel(), yy.ravel(), n) / np.maximum(np.bincount(labels.ravel(), minlength=n), 1)
-    cx = np.bincount(labels.ravel(), xx.ravel(), n) / np.maximum(np.bincount(labels.ravel(), minlength=n), 1)
+    cy, cx = (np.bincount(flat, c.ravel(), n) / np.maximum(count, 1) for c in (yy, xx))
     seed = rng.uniform(0.25, 0.75, size=2) * labels.shape
     order = np.argsort(np.hypot(cy - seed[0], cx - seed[1]))
     target = math.exp(rng.uniform(math.log(fg_min), math.log(fg_max)))
@@ -185,7 +184,7 @@ def make_outside(out: Path, photos: dict[str, np.ndarray], per_recipe: int = 8, 
         raise FileExistsError(f'{out} is not empty: choose a new --out')
     rng = np.random.default_rng(seed)
     names = sorted(photos)
-    records, lines = [], []
+    records = []
     for recipe in RECIPES:
         for d in ('composite_images', 'masks', 'real_images'):
             (out / recipe / d).mkdir(parents=True, exist_ok=True)
@@ -202,11 +201,10 @@ def make_outside(out: Path, photos: dict[str, np.ndarray], per_recipe: int = 8, 
                 Image.fromarray(mask.astype(np.uint8) * 255).save(out / recipe / 'masks' / f'{stem}_1.png')
                 Image.fromarray(comp).save(out / recipe / 'composite_images' / f'{stem}_1_1.jpg', quality=95,
                                            subsampling=0)
-                lines.append(f'{recipe}/composite_images/{stem}_1_1.jpg')
-                records.append({'composite': lines[-1], 'photo': name, 'recipe': recipe,
-                                'size': f'{real.shape[1]}x{real.shape[0]}', 'fg_ratio': round(float(mask.mean()), 4),
-                                'mean_change': round(change, 2)})
-    (out / 'IHD_test.txt').write_text(''.join(line + '\n' for line in lines))
+                records.append({'composite': f'{recipe}/composite_images/{stem}_1_1.jpg', 'photo': name,
+                                'recipe': recipe, 'size': f'{real.shape[1]}x{real.shape[0]}',
+                                'fg_ratio': round(float(mask.mean()), 4), 'mean_change': round(change, 2)})
+    (out / 'IHD_test.txt').write_text(''.join(r['composite'] + '\n' for r in records))
     with open(out / 'composites.csv', 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=list(records[0]))
         writer.writeheader()

@@ -63,11 +63,26 @@ def skimage_gray_photos() -> list[Photo]:
 
 
 def load_photos(folder: str | Path) -> list[Photo]:
-    """Every image file directly in ``folder`` (sorted by name), upright (EXIF) and converted to RGB.
+    """Every image file directly in ``folder`` (:func:`read_photos`), at least two (a training and a test photo).
 
     Raises:
         FileNotFoundError: the folder does not exist.
         ValueError: an unreadable image, two photos with the same name, or fewer than two photos.
+    """
+    photos = read_photos(folder)
+    if len(photos) < 2:
+        raise ValueError(f'--photos {folder}: found {len(photos)} usable photo(s) ({", ".join(PHOTO_EXTENSIONS)}); '
+                         'at least two are needed (one for training, one for testing)')
+    return photos
+
+
+def read_photos(folder: str | Path) -> list[Photo]:
+    """Every image file directly in ``folder`` (sorted by name), upright (EXIF) and converted to RGB; images
+    under 64 pixels on a side are skipped with a warning.
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+        ValueError: an unreadable image, or two photos with the same name.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -88,9 +103,6 @@ def load_photos(folder: str | Path) -> list[Photo]:
             logger.warning('skipping %s: %dx%d is too small', path, pixels.shape[1], pixels.shape[0])
             continue
         photos.append(Photo(path.stem, pixels))
-    if len(photos) < 2:
-        raise ValueError(f'--photos {folder}: found {len(photos)} usable photo(s) ({", ".join(PHOTO_EXTENSIONS)}); '
-                         'at least two are needed (one for training, one for testing)')
     return photos
 
 
