@@ -26,7 +26,7 @@ def output_to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] → float32 [-1, 1] as x / 127.5 - 1, bit-identical to the released ToTensor + Normalize(0.5,
-    0.5) on any device (one correctly rounded division of exact values)."""
+    0.5) (``tests/test_released_protocol.py`` compares every level, on the CPU)."""
     if images.dtype != torch.uint8:
         raise TypeError(f'expected uint8 images, got {images.dtype}')
     return images.float() / 127.5 - 1.0
